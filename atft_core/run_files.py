@@ -1,0 +1,137 @@
+"""The files of one run folder and how they are written safely.
+
+A run folder holds ``config.json`` (effective config + resolved facts), ``run.json`` (id,
+name, tags, note, pid and process start time, requested config), ``status.json`` (state,
+heartbeat), ``metrics.jsonl`` (append-only long-format metrics), ``train.log`` and
+``checkpoints/``. JSON files are written atomically (temp file + rename) so a reader never
+sees half a file; each metric line is written whole in one ``write`` and flushed, so a reader
+can at worst see a torn *last* line, which DuckDB is told to skip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RUN_STATES = ("queued", "running", "completed", "early_stopped", "stopped", "failed", "crashed")
+"""`crashed` is never written by a trainer: readers infer it (process gone, no final state)."""
+FINAL_STATES = ("completed", "early_stopped", "stopped", "failed")
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Paths inside one run folder."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def run_info(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "train.log"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.parquet"
+
+
+def finite_or_none(value: Any) -> float | None:
+    """JSON has no NaN/Infinity: non-finite numbers are written as null."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temp file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=2, allow_nan=False, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """Read a JSON object, or None if the file is missing or unreadable."""
+    try:
+        with open(path) as fh:
+            value = json.load(fh)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def update_status(files: RunFiles, **fields: Any) -> dict[str, Any]:
+    """Merge `fields` into status.json (atomically), stamping `updated`; returns the new status."""
+    status = read_json(files.status) or {}
+    status.update(fields)
+    status["updated"] = time.time()
+    write_json_atomic(files.status, status)
+    return status
+
+
+class MetricsWriter:
+    """Append-only writer of ``metrics.jsonl`` in long format, one whole line per metric.
+
+    Each line: ``{"epoch", "step", "phase", "wall_time", "name", "value"}`` with `value` a
+    finite float or null. The file is opened in append mode so a resumed run continues it.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fh = open(self.path, "a", buffering=1)
+
+    def log(self, *, epoch: int, step: int, phase: int, values: dict[str, Any]) -> None:
+        """Write one line per (name, value); each line in a single write, then flush."""
+        now = time.time()
+        for name, value in values.items():
+            line = json.dumps(
+                {"epoch": int(epoch), "step": int(step), "phase": int(phase), "wall_time": now,
+                 "name": str(name), "value": finite_or_none(value)},
+                allow_nan=False,
+            )
+            self._fh.write(line + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "MetricsWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
