@@ -1,0 +1,86 @@
+"""Predictions over whole trading days, shared by validation, `predict` and the app.
+
+Both the deep model and the baselines are wrapped as a `Predictor`: something that maps a set
+of panel day indices to a `[days, stocks, horizons]` array (NaN where a stock has no
+prediction). Metrics are then computed per date by `atft_core.metrics`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from atft_core import metrics
+from atft_core.batching import make_day_batch
+from atft_core.config import RunConfig
+
+
+class Predictor(Protocol):
+    def __call__(self, day_indices: np.ndarray) -> np.ndarray:  # [len(days), N, H]
+        ...
+
+
+def eligible_days(panel, days: np.ndarray, cfg: RunConfig) -> np.ndarray:
+    """Days with a full lookback window and at least `min_stocks_per_day` valid stocks."""
+    days = np.asarray(days, dtype=np.int64)
+    counts = panel.valid.sum(dim=1).cpu().numpy()
+    keep = (days >= cfg.data.lookback - 1) & (counts[days] >= cfg.data.min_stocks_per_day)
+    return days[keep]
+
+
+@dataclass
+class ModelPredictor:
+    """Runs the deep model over chunks of whole days, without gradients."""
+
+    model: torch.nn.Module
+    panel: object
+    cfg: RunConfig
+    graphs: object | None
+    device: torch.device
+    autocast: Callable[[], object]
+
+    def __call__(self, day_indices: np.ndarray) -> np.ndarray:
+        n_days, n_stocks = len(day_indices), self.panel.valid.shape[1]
+        out = np.full((n_days, n_stocks, len(self.cfg.data.horizons)), np.nan, dtype=np.float64)
+        chunk = self.cfg.train.days_per_step
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            for start in range(0, n_days, chunk):
+                days = day_indices[start:start + chunk]
+                batch = make_day_batch(self.panel, torch.as_tensor(days), self.cfg.data.lookback,
+                                       self.graphs, self.device)
+                with self.autocast():
+                    point = self.model(batch).point.float()
+                rows = (batch.day.cpu().numpy() + start, batch.stock.cpu().numpy())
+                out[rows] = point.cpu().numpy()
+        self.model.train(was_training)
+        return out
+
+
+def targets_for(panel, day_indices: np.ndarray) -> np.ndarray:
+    """`[len(days), N, H]` float64 targets, NaN where unknown or the stock is invalid."""
+    idx = torch.as_tensor(day_indices, dtype=torch.long)
+    targets = panel.targets[idx].double().cpu().numpy()
+    valid = panel.valid[idx].cpu().numpy()
+    targets[~valid] = np.nan
+    return targets
+
+
+def evaluate(pred: np.ndarray, target: np.ndarray, horizons: tuple[int, ...], prefix: str) -> dict[str, float | None]:
+    """Per-date metrics for every horizon: `<prefix>/<key>` for the first, `<prefix>/<key>_<h>d` for all."""
+    values: dict[str, float | None] = {}
+    for h_index, horizon in enumerate(horizons):
+        p, t = pred[..., h_index], target[..., h_index]
+        mask = np.isfinite(p) & np.isfinite(t)
+        summary = metrics.summarize(p, t, mask)
+        for key, value in summary.items():
+            if key == "n_days":
+                continue
+            values[f"{prefix}/{key}_{horizon}d"] = value
+            if h_index == 0:
+                values[f"{prefix}/{key}"] = value
+    return values

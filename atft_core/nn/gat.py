@@ -1,0 +1,63 @@
+"""Graph attention over the day's stock graph, blended into the backbone by a residual gate."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import GATv2Conv
+
+from atft_core.config import ModelConfig
+from atft_core.graph import EDGE_ATTR_DIM
+
+
+class GraphBlock(nn.Module):
+    """Stacked GATv2Conv layers (heads concatenated back to hidden) with ELU and residuals.
+
+    h <- h + dropout(ELU(GATv2(h))) per layer; self loops are added so isolated stocks keep
+    their own vector. Shapes: h [S, H], edge_index [2, E], edge_attr [E, 2] -> [S, H].
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        hidden, heads = cfg.hidden_size, cfg.gat_heads
+        if hidden % heads:
+            raise ValueError(f"GraphBlock: model.gat_heads={heads} must divide model.hidden_size={hidden}")
+        self.layers = nn.ModuleList(
+            GATv2Conv(hidden, hidden // heads, heads=heads, concat=True, edge_dim=EDGE_ATTR_DIM,
+                      dropout=cfg.gat_dropout, add_self_loops=True)
+            for _ in range(cfg.gat_layers))
+        self.dropout = nn.Dropout(cfg.gat_dropout)
+
+    def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        for conv in self.layers:
+            h = h + self.dropout(F.elu(conv(h, edge_index, edge_attr)))
+        return h
+
+
+class ResidualGate(nn.Module):
+    """alpha = sigmoid(g), g starting at logit(gate_init); learnable or a fixed buffer.
+
+    `blend(backbone, graph) = (1 - alpha) * backbone + alpha * graph`, so the GAT always has a
+    direct gradient path to the heads.
+    """
+
+    def __init__(self, gate_init: float, learnable: bool) -> None:
+        super().__init__()
+        if not 0.0 < gate_init < 1.0:
+            raise ValueError(f"ResidualGate: model.gate_init must be in (0, 1), got {gate_init}")
+        logit = torch.tensor(math.log(gate_init / (1.0 - gate_init)), dtype=torch.float32)
+        if learnable:
+            self.logit = nn.Parameter(logit)
+        else:
+            self.register_buffer("logit", logit)
+
+    def alpha(self) -> Tensor:
+        """The gate value, a 0-dim tensor in (0, 1)."""
+        return torch.sigmoid(self.logit)
+
+    def blend(self, backbone: Tensor, graph: Tensor) -> Tensor:
+        alpha = self.alpha()
+        return (1.0 - alpha) * backbone + alpha * graph

@@ -1,0 +1,597 @@
+"""Reading runs: their state, their metrics and their logs; `python -m atft_core.runs`.
+
+Library API (read side; the write side is `atft_core.launcher`)::
+
+    list_runs(runs_dir) -> list[RunSummary]          # newest first, one DuckDB query
+    run_state(runs_dir, run_id) -> RunSummary
+    query_metrics(runs_dir, run_ids, names=None) -> polars.DataFrame
+        # columns run_id, epoch, step, phase, wall_time, name, value
+    log_tail(runs_dir, run_id, lines=50) -> str
+    list_checkpoints(runs_dir, run_id) -> list[CheckpointInfo]
+    compact_run(runs_dir, run_id) -> bool
+
+A run's state is what its ``status.json`` says, checked against the live process: a run that
+says queued/running but whose process is gone (pid not alive, pid reused by another process
+with a different start time, or a zombie) is reported as ``crashed``. Metrics are read with one
+in-memory DuckDB connection over every run's ``metrics.jsonl`` (explicit column types,
+``ignore_errors`` so a torn last line is skipped; DuckDB turns such a line into an all-null row,
+which is filtered out). A finished run may be compacted once to a parquet file named after the
+JSONL size it was made from, so it is used only while it still matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import psutil
+
+from atft_core.paths import UnsafePathError, check_run_id, run_path
+from atft_core.run_files import FINAL_STATES, RunFiles, read_json
+
+DEFAULT_RUNS_DIR = "runs"
+RANK_IC_METRIC = "val/rank_ic"
+"""The metric a run is ranked by (best value and its epoch)."""
+LIVE_STATES = ("queued", "running")
+START_TIME_TOLERANCE_S = 1.0
+"""psutil create_time and the recorded start time come from the same clock; allow rounding."""
+STALE_HEARTBEATS = 12
+"""A run with no heartbeat for this many heartbeat periods (and no process to ask) is crashed."""
+MIN_STALE_SECONDS = 120.0
+"""...but never sooner than this: a slow first epoch must not look like a crash."""
+DEFAULT_HEARTBEAT_SECONDS = 5.0
+"""Used only when a run's config cannot be read (same default as RuntimeConfig)."""
+LAUNCH_CONFIG = "launch_config.json"
+"""The full config the launcher handed the trainer (`--config`), written before the start."""
+
+METRIC_COLUMNS = {"epoch": "BIGINT", "step": "BIGINT", "phase": "BIGINT", "wall_time": "DOUBLE",
+                  "name": "VARCHAR", "value": "DOUBLE"}
+METRIC_SCHEMA = {"run_id": pl.String, "epoch": pl.Int64, "step": pl.Int64, "phase": pl.Int64,
+                 "wall_time": pl.Float64, "name": pl.String, "value": pl.Float64}
+# The run id is the folder holding the metrics file.
+_RUN_ID_SQL = r"regexp_extract(filename, '([^/\\]+)[/\\][^/\\]+$', 1)"
+
+
+class RunError(ValueError):
+    """A run does not exist, or the requested action does not fit its state."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Process liveness
+
+
+def process_alive(pid: Any, start_time: Any = None) -> bool:
+    """True if `pid` is a live, non-zombie process (started at `start_time`, if given).
+
+    The start time guards against pid reuse: a new process with the same pid has another one.
+    """
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if start_time is not None and abs(proc.create_time() - float(start_time)) > START_TIME_TOLERANCE_S:
+            return False
+        return True
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # someone else's live process
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries
+
+
+@dataclass
+class CheckpointInfo:
+    """One checkpoint file of a run."""
+
+    name: str
+    path: str
+    size_bytes: int
+    modified: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunSummary:
+    """What the runs table shows for one run (all plain values; see `to_dict`)."""
+
+    id: str
+    name: str = ""
+    tags: list[str] = field(default_factory=list)
+    note: str = ""
+    status: str = "queued"
+    reason: str = ""
+    """Why a run failed or crashed (the trainer's error, or what the reader inferred)."""
+    dataset: str = ""
+    model_kind: str = ""
+    hidden_size: int | None = None
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    mode: str = ""
+    device: str = ""
+    epoch: int | None = None
+    """Epochs done, as the trainer reports them in status.json."""
+    epochs_planned: int | None = None
+    phase: Any = None
+    best_rank_ic: float | None = None
+    best_epoch: int | None = None
+    latest: dict[str, float | None] = field(default_factory=dict)
+    """Last logged value of every metric name."""
+    last_metric_epoch: int | None = None
+    created: float | None = None
+    started: float | None = None
+    updated: float | None = None
+    ended: float | None = None
+    duration: float | None = None
+    pid: int | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _heartbeat_limit(config: dict[str, Any]) -> float:
+    seconds = (config.get("runtime") or {}).get("heartbeat_seconds") or DEFAULT_HEARTBEAT_SECONDS
+    return max(MIN_STALE_SECONDS, STALE_HEARTBEATS * float(seconds))
+
+
+def infer_state(files: RunFiles, status: dict, info: dict, config: dict, now: float) -> tuple[str, str, dict]:
+    """(state, reason, status) from the files plus a live process check; see module doc."""
+    state = status.get("state") or "queued"
+    if state in FINAL_STATES:
+        return state, status.get("error") or "", status
+    pid, start = info.get("pid"), info.get("proc_start_time")
+    if pid is None:
+        pid, start = status.get("pid"), None
+    heartbeat = status.get("updated") or info.get("created") or now
+    stale = now - float(heartbeat) > _heartbeat_limit(config)
+    same_host = info.get("host", socket.gethostname()) == socket.gethostname()
+    if pid is None or not same_host:
+        if stale:
+            return "crashed", f"no heartbeat for {now - float(heartbeat):.0f} s and no process to check", status
+        return state, "", status
+    if process_alive(pid, start):
+        return state, (f"no heartbeat for {now - float(heartbeat):.0f} s" if stale else ""), status
+    # The trainer may have written its final status and exited since we read the file.
+    fresh = read_json(files.status) or status
+    if fresh.get("state") in FINAL_STATES:
+        return fresh["state"], fresh.get("error") or "", fresh
+    return "crashed", f"process {pid} is gone without a final status (see train.log)", fresh
+
+
+def _run_config(files: RunFiles) -> dict[str, Any]:
+    saved = read_json(files.config)
+    if saved and isinstance(saved.get("config"), dict):
+        return saved["config"]
+    return read_json(files.root / LAUNCH_CONFIG) or {}
+
+
+def _summary(files: RunFiles, now: float) -> RunSummary:
+    info = read_json(files.run_info) or {}
+    status = read_json(files.status) or {}
+    config = _run_config(files)
+    state, reason, status = infer_state(files, status, info, config, now)
+    data, model, loss, train = (config.get(k) or {} for k in ("data", "model", "loss", "train"))
+    started = status.get("started") or info.get("created")
+    end = status.get("ended") if state in FINAL_STATES else (status.get("updated") if state == "crashed" else now)
+    return RunSummary(
+        id=files.root.name, name=info.get("name", ""), tags=list(info.get("tags") or []),
+        note=info.get("note", ""), status=state, reason=reason, dataset=data.get("path", ""),
+        model_kind=model.get("kind", ""), hidden_size=model.get("hidden_size"),
+        loss_weights={k: v for k, v in loss.items() if k.endswith("_weight")},
+        mode=train.get("mode", ""), device=(config.get("runtime") or {}).get("device", ""),
+        epoch=status.get("epoch"), epochs_planned=status.get("epochs_planned"),
+        phase=status.get("phase"), created=info.get("created"), started=started,
+        updated=status.get("updated"), ended=status.get("ended"),
+        duration=(float(end) - float(started)) if started and end else None,
+        pid=info.get("pid") or status.get("pid"),
+    )
+
+
+def _is_run_dir(entry: os.DirEntry) -> bool:
+    if entry.name.startswith(".") or not entry.is_dir():
+        return False
+    try:
+        check_run_id(entry.name)
+    except UnsafePathError:
+        return False
+    return any(os.path.exists(os.path.join(entry.path, f)) for f in ("run.json", "status.json", "config.json"))
+
+
+def _run_dirs(runs_dir: Path) -> list[RunFiles]:
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    resolved_root = root.resolve()
+    out = []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            # A symlinked run folder counts only if it points inside the runs folder.
+            if _is_run_dir(entry) and (not entry.is_symlink() or Path(entry.path).resolve().is_relative_to(resolved_root)):
+                out.append(RunFiles(Path(entry.path)))
+    return out
+
+
+def _files_for(runs_dir: Path | str, run_id: str) -> RunFiles:
+    root = run_path(runs_dir, run_id)
+    if not root.is_dir():
+        raise RunError(f"no run {run_id!r} in {Path(runs_dir).resolve()}")
+    return RunFiles(root)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics through DuckDB
+
+_CON: duckdb.DuckDBPyConnection | None = None
+_CON_LOCK = threading.Lock()
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    """The process's one in-memory DuckDB connection (never a .duckdb file a trainer could hold)."""
+    global _CON
+    if _CON is None:
+        _CON = duckdb.connect(":memory:")
+    return _CON
+
+
+def _parquet_for(files: RunFiles) -> tuple[Path | None, int]:
+    """(compacted parquet if any, the JSONL size it was made from)."""
+    try:
+        with os.scandir(files.root) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("metrics-") and name.endswith(".parquet"):
+                    size = name[len("metrics-"):-len(".parquet")]
+                    if size.isdigit():
+                        return Path(entry.path), int(size)
+    except OSError:
+        pass
+    return None, -1
+
+
+def _jsonl_size(files: RunFiles) -> int:
+    try:
+        return files.metrics.stat().st_size
+    except OSError:
+        return -1
+
+
+def _metric_files(runs: list[RunFiles], final: set[str]) -> tuple[list[str], list[str]]:
+    """Split runs into (jsonl files, parquet files): a run's parquet only while it matches."""
+    jsonl, parquet = [], []
+    for files in runs:
+        size = _jsonl_size(files)
+        if files.root.name in final:
+            pq, made_from = _parquet_for(files)
+            if pq is not None and made_from == size:
+                parquet.append(str(pq))
+                continue
+        if size > 0:
+            jsonl.append(str(files.metrics))
+    return jsonl, parquet
+
+
+def _source_sql(jsonl: list[str], parquet: list[str]) -> tuple[str, list]:
+    """A SELECT over all metric rows (run_id + METRIC_COLUMNS), and its parameters."""
+    cols = "{" + ", ".join(f"'{k}': '{v}'" for k, v in METRIC_COLUMNS.items()) + "}"
+    names = ", ".join(METRIC_COLUMNS)
+    parts, params = [], []
+    if jsonl:
+        parts.append(
+            f"SELECT {_RUN_ID_SQL} AS run_id, {names} FROM read_json(?, format='newline_delimited', "
+            f"columns={cols}, ignore_errors=true, filename=true) WHERE name IS NOT NULL AND epoch IS NOT NULL"
+        )
+        params.append(jsonl)
+    if parquet:
+        parts.append(f"SELECT {_RUN_ID_SQL} AS run_id, {names} FROM read_parquet(?, filename=true)")
+        params.append(parquet)
+    return " UNION ALL ".join(parts), params
+
+
+def _query(sql_for, runs: list[RunFiles], final: set[str]) -> pl.DataFrame | None:
+    """Run `sql_for(source_sql)` over the runs' metric files; None when there are none.
+
+    A run deleted between listing and reading makes DuckDB fail on its missing file; the file
+    list is then rebuilt once.
+    """
+    for attempt in range(2):
+        jsonl, parquet = _metric_files(runs, final)
+        if not jsonl and not parquet:
+            return None
+        source, params = _source_sql(jsonl, parquet)
+        try:
+            with _CON_LOCK:
+                return _connection().sql(sql_for(source), params=params).pl()
+        except duckdb.IOException:
+            if attempt:
+                raise
+            runs = [r for r in runs if r.root.is_dir()]
+    return None
+
+
+def _metric_stats(runs: list[RunFiles], final: set[str]) -> pl.DataFrame | None:
+    """Per (run, metric): latest value, best value and its epoch, last epoch; one query."""
+    def sql(source: str) -> str:
+        return (
+            f"SELECT run_id, name, arg_max(value, (epoch, step, wall_time)) AS latest, "
+            f"max(value) AS best, arg_max(epoch, value) AS best_epoch, max(epoch) AS last_epoch "
+            f"FROM ({source}) GROUP BY run_id, name"
+        )
+    return _query(sql, runs, final)
+
+
+def _attach_metrics(summaries: dict[str, RunSummary], stats: pl.DataFrame | None) -> None:
+    if stats is None:
+        return
+    for row in stats.iter_rows(named=True):
+        s = summaries.get(row["run_id"])
+        if s is None:
+            continue
+        s.latest[row["name"]] = row["latest"]
+        if row["last_epoch"] is not None:
+            s.last_metric_epoch = max(s.last_metric_epoch or 0, row["last_epoch"])
+        if row["name"] == RANK_IC_METRIC:
+            s.best_rank_ic, s.best_epoch = row["best"], row["best_epoch"]
+
+
+def list_runs(runs_dir: Path | str = DEFAULT_RUNS_DIR, compact: bool = True) -> list[RunSummary]:
+    """Every run in `runs_dir`, newest first, with state, settings and best/latest metrics.
+
+    Finished runs are compacted to parquet on the way (once) when `compact` is true.
+    """
+    from atft_core.launcher import reap_children  # the launcher's own finished children
+
+    reap_children()
+    now = time.time()
+    runs = _run_dirs(Path(runs_dir))
+    summaries = {f.root.name: _summary(f, now) for f in runs}
+    final = {rid for rid, s in summaries.items() if s.status in FINAL_STATES}
+    if compact:
+        for files in runs:
+            if files.root.name in final:
+                _compact(files)
+    _attach_metrics(summaries, _metric_stats(runs, final))
+    return sorted(summaries.values(), key=lambda s: (s.created or s.started or 0, s.id), reverse=True)
+
+
+def run_state(runs_dir: Path | str, run_id: str) -> RunSummary:
+    """The summary of one run (RunError if there is no such run)."""
+    from atft_core.launcher import reap_children
+
+    reap_children()
+    files = _files_for(runs_dir, run_id)
+    summary = _summary(files, time.time())
+    final = {run_id} if summary.status in FINAL_STATES else set()
+    _attach_metrics({run_id: summary}, _metric_stats([files], final))
+    return summary
+
+
+def query_metrics(runs_dir: Path | str, run_ids: list[str] | tuple[str, ...], names: list[str] | None = None) -> pl.DataFrame:
+    """The long metric table of `run_ids`: run_id, epoch, step, phase, wall_time, name, value.
+
+    Rows are ordered by run, wall time, epoch and step; `names` filters metric names.
+    """
+    runs = [_files_for(runs_dir, rid) for rid in dict.fromkeys(run_ids)]
+    final = {f.root.name for f in runs if (read_json(f.status) or {}).get("state") in FINAL_STATES}
+    # The sources take the positional parameters, so names go in as an escaped literal list.
+    literal = "[" + ", ".join("'" + str(n).replace("'", "''") + "'" for n in names or ()) + "]"
+    where = f"WHERE list_contains({literal}, name)" if names else ""
+
+    def sql(source: str) -> str:
+        return f"SELECT * FROM ({source}) {where} ORDER BY run_id, wall_time, epoch, step"
+    frame = _query(sql, runs, final)
+    if frame is None:
+        return pl.DataFrame(schema=METRIC_SCHEMA)
+    return frame.cast(METRIC_SCHEMA)
+
+
+def _compact(files: RunFiles) -> bool:
+    """Write the finished run's metrics to ``metrics-<jsonl size>.parquet`` (temp, then rename)."""
+    size = _jsonl_size(files)
+    old, made_from = _parquet_for(files)
+    if size <= 0 or made_from == size:
+        return False
+    target = files.root / f"metrics-{size}.parquet"
+    tmp = files.root / f".metrics.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    source, params = _source_sql([str(files.metrics)], [])
+    try:
+        with _CON_LOCK:
+            _connection().execute(f"COPY ({source}) TO '{tmp}' (FORMAT parquet)", params)
+        if _jsonl_size(files) != size:  # appended meanwhile (resumed): try again later
+            tmp.unlink(missing_ok=True)
+            return False
+        os.replace(tmp, target)
+    except (duckdb.Error, OSError):
+        tmp.unlink(missing_ok=True)
+        return False
+    if old is not None and old != target:
+        old.unlink(missing_ok=True)
+    return True
+
+
+def compact_run(runs_dir: Path | str, run_id: str) -> bool:
+    """Compact a finished run's metrics to parquet; False if not finished or already done."""
+    files = _files_for(runs_dir, run_id)
+    if (read_json(files.status) or {}).get("state") not in FINAL_STATES:
+        return False
+    return _compact(files)
+
+
+def drop_compacted(files: RunFiles) -> None:
+    """Remove compacted parquet files (before a run is resumed and its JSONL grows again)."""
+    for path in files.root.glob("metrics-*.parquet"):
+        path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Logs and checkpoints
+
+
+def log_tail(runs_dir: Path | str, run_id: str, lines: int = 50) -> str:
+    """The last `lines` lines of the run's train.log ('' if there is none yet)."""
+    path = _files_for(runs_dir, run_id).log
+    if not path.is_file() or lines <= 0:
+        return ""
+    block, data = 8192, b""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        pos = fh.tell()
+        while pos > 0 and data.count(b"\n") <= lines:
+            step = min(block, pos)
+            pos -= step
+            fh.seek(pos)
+            data = fh.read(step) + data
+    return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-lines:])
+
+
+def list_checkpoints(runs_dir: Path | str, run_id: str) -> list[CheckpointInfo]:
+    """The run's checkpoint files (best.pt, last.pt, ...), newest first."""
+    folder = _files_for(runs_dir, run_id).checkpoints
+    if not folder.is_dir():
+        return []
+    out = []
+    for path in folder.glob("*.pt"):
+        st = path.stat()
+        out.append(CheckpointInfo(path.name, str(path), st.st_size, st.st_mtime))
+    return sorted(out, key=lambda c: c.modified, reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def _fmt_time(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def format_table(runs: list[RunSummary]) -> str:
+    """A plain-text table of runs, one row each."""
+    head = ["id", "name", "tags", "status", "dataset", "hidden", "mode", "epochs", "phase",
+            "best rank_ic@ep", "started", "duration"]
+    rows = [head]
+    for r in runs:
+        best = f"{r.best_rank_ic:.4f}@{r.best_epoch}" if r.best_rank_ic is not None else "-"
+        status = r.status + (f" ({r.reason[:40]})" if r.reason else "")
+        rows.append([r.id, r.name[:20], ",".join(r.tags)[:20], status, Path(r.dataset).name,
+                     str(r.hidden_size or "-"), r.mode or "-", f"{r.epoch if r.epoch is not None else '-'}/"
+                     f"{r.epochs_planned if r.epochs_planned is not None else '-'}", str(r.phase if r.phase is not None else "-"),
+                     best, _fmt_time(r.started), _fmt_duration(r.duration)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m atft_core.runs", description="Manage and inspect training runs.")
+    p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="folder holding the runs (default runs/)")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("list", help="one row per run")
+    s.add_argument("--json", action="store_true", help="print a JSON array of run objects")
+    s = sub.add_parser("show", help="state of one run (JSON)")
+    s.add_argument("run_id")
+    s = sub.add_parser("launch", help="start a training run; prints its id (more: --section.field=value)")
+    s.add_argument("--config", help="JSON config file (partial is fine)")
+    s.add_argument("--name", default="")
+    s.add_argument("--tag", action="append", default=[])
+    s.add_argument("--force", action="store_true", help="launch despite pre-flight warnings (never failures)")
+    s.add_argument("--data-root", action="append", default=[], help="allowed dataset folder (repeatable)")
+    s = sub.add_parser("stop", help="SIGTERM the run's process group, SIGKILL after --grace seconds")
+    s.add_argument("run_id")
+    s.add_argument("--grace", type=float, default=None, help="seconds to wait before SIGKILL")
+    for name, text in (("resume", "relaunch the trainer with --resume"), ("delete", "delete a run that is not running")):
+        sub.add_parser(name, help=text).add_argument("run_id")
+    s = sub.add_parser("tag", help="add (or --remove) a tag")
+    s.add_argument("run_id")
+    s.add_argument("tag")
+    s.add_argument("--remove", action="store_true")
+    s = sub.add_parser("note", help="set the run's note")
+    s.add_argument("run_id")
+    s.add_argument("text")
+    s = sub.add_parser("metrics", help="long metric table of runs")
+    s.add_argument("run_ids", nargs="+")
+    s.add_argument("--names", nargs="+", default=None)
+    s.add_argument("--format", choices=("csv", "json"), default="csv")
+    s = sub.add_parser("log", help="tail of train.log")
+    s.add_argument("run_id")
+    s.add_argument("--lines", type=int, default=50)
+    sub.add_parser("checkpoints", help="checkpoint files").add_argument("run_id")
+    return p
+
+
+def _run_command(args: argparse.Namespace, extra: list[str]) -> int:  # noqa: C901 - a flat dispatch
+    from atft_core import launcher
+
+    rd = args.runs_dir
+    if args.command == "list":
+        runs = list_runs(rd)
+        print(json.dumps([r.to_dict() for r in runs], indent=2) if args.json else format_table(runs))
+    elif args.command == "show":
+        print(json.dumps(run_state(rd, args.run_id).to_dict(), indent=2))
+    elif args.command == "launch":
+        print(launcher.launch_from_cli(rd, args.config, extra, name=args.name, tags=args.tag,
+                                       force=args.force, data_roots=args.data_root or None))
+    elif args.command == "stop":
+        kwargs = {} if args.grace is None else {"grace_seconds": args.grace}
+        print(launcher.stop_run(rd, args.run_id, **kwargs))
+    elif args.command == "resume":
+        launcher.resume_run(rd, args.run_id)
+        print(f"resumed {args.run_id}")
+    elif args.command == "delete":
+        launcher.delete_run(rd, args.run_id)
+        print(f"deleted {args.run_id}")
+    elif args.command == "tag":
+        print(",".join(launcher.tag_run(rd, args.run_id, args.tag, remove=args.remove)))
+    elif args.command == "note":
+        launcher.note_run(rd, args.run_id, args.text)
+    elif args.command == "metrics":
+        frame = query_metrics(rd, args.run_ids, args.names)
+        sys.stdout.write(frame.write_csv() if args.format == "csv" else frame.write_json() + "\n")
+    elif args.command == "log":
+        print(log_tail(rd, args.run_id, args.lines))
+    elif args.command == "checkpoints":
+        print(json.dumps([c.to_dict() for c in list_checkpoints(rd, args.run_id)], indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; errors are printed as one line and give exit status 2."""
+    from atft_core.config import ConfigError
+
+    args, extra = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    if extra and args.command != "launch":
+        print(f"error: unrecognised arguments: {' '.join(extra)}", file=sys.stderr)
+        return 2
+    try:
+        return _run_command(args, extra)
+    except (RunError, UnsafePathError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,591 @@
+"""Phased, day-batched training of ATFT-GAT-FAN (or a baseline) into a run folder.
+
+    python -m atft_core.train --data.path data/demo.parquet --run-dir runs/my-run
+    python -m atft_core.train --config my.json --model.hidden_size=256 --run-dir runs/big
+    python -m atft_core.train --resume runs/my-run
+    python -m atft_core.train --config my.json --print-config
+
+A step takes whole trading days (``train.days_per_step`` of them), never a random mix of
+stock-days, because every ranking loss and metric is cross-sectional. Phases: 0 baseline (no
+FAN, no GAT), 1 adds FAN, 2 adds GAT, 3 fine-tunes; early stopping on validation RankIC.
+The run folder receives the effective config, status heartbeats, metrics.jsonl, checkpoints
+and, at the end, predictions of the best checkpoint on validation and test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from atft_core import __version__
+from atft_core.baselines import fit_baseline
+from atft_core.batching import make_day_batch
+from atft_core.checkpoint import load_checkpoint, save_checkpoint
+from atft_core.config import PHASE_NAMES, ConfigError, RunConfig, build_config, parse_overrides, resolve
+from atft_core.data.panel import load_panel
+from atft_core.data.splits import make_splits
+from atft_core.graph import GraphCache
+from atft_core.inference import ModelPredictor, eligible_days, evaluate, targets_for
+from atft_core.loss import compute_loss
+from atft_core.model import ATFTGATFAN
+from atft_core.predictions import write_predictions
+from atft_core.run_files import MetricsWriter, RunFiles, read_json, write_json_atomic
+
+log = logging.getLogger("atft_core.train")
+
+
+class TrainingFailed(RuntimeError):
+    """The run cannot go on (non-finite loss, degenerate predictions when told to stop)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Status: one in-memory dict, written atomically by the loop and by a heartbeat thread
+
+
+class StatusFile:
+    """status.json of a run, refreshed by a heartbeat thread while the trainer works."""
+
+    def __init__(self, files: RunFiles, heartbeat_seconds: float):
+        self._files = files
+        self._lock = threading.Lock()
+        self._status: dict[str, Any] = read_json(files.status) or {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(heartbeat_seconds,), daemon=True)
+
+    def set(self, **fields: Any) -> None:
+        with self._lock:
+            self._status.update(fields)
+            self._status["updated"] = time.time()
+            write_json_atomic(self._files.status, self._status)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _beat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress that survives a resume
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0
+    """Global epochs completed (1-based numbering in metrics)."""
+    step: int = 0
+    best_rank_ic: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    skipped_epochs: int = 0
+    phase_epochs_done: list[int] = field(default_factory=lambda: [0] * len(PHASE_NAMES))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step, "best_rank_ic": self.best_rank_ic,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "skipped_epochs": self.skipped_epochs, "phase_epochs_done": list(self.phase_epochs_done)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Progress":
+        return cls(**{k: values[k] for k in cls().to_dict()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup helpers
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _configure_torch(cfg: RunConfig) -> None:
+    torch.set_num_threads(cfg.runtime.num_threads)
+    if cfg.train.mode == "safe":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _autocast_factory(cfg: RunConfig, device: torch.device):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.runtime.precision)
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _code_version() -> str:
+    head = Path(__file__).resolve().parents[1] / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            return (head.parent / ref[5:]).read_text().strip()[:12]
+        return ref[:12]
+    except OSError:
+        return __version__
+
+
+def _lr_factor(cfg: RunConfig, epoch_in_phase: int, step_in_phase: int, steps_in_phase: int) -> float:
+    """Schedule within a phase: cosine over steps, step decay per epoch, or constant."""
+    if cfg.train.schedule == "cosine":
+        progress = min(1.0, step_in_phase / max(1, steps_in_phase))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if cfg.train.schedule == "step":
+        return cfg.train.step_gamma ** epoch_in_phase
+    return 1.0
+
+
+def _make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    t = cfg.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, weight_decay=t.weight_decay)
+    optimizer_cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_cls(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def _grad_norm(parameters) -> float:
+    norms = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+def _setup_logging(files: RunFiles) -> None:
+    root = logging.getLogger("atft_core")
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    file_handler = logging.FileHandler(files.log)
+    file_handler.setFormatter(fmt)
+    root.addHandler(file_handler)
+    # Launched runs have stderr redirected into train.log already; only echo on a terminal.
+    if sys.stderr.isatty():
+        stream = logging.StreamHandler()
+        stream.setFormatter(fmt)
+        root.addHandler(stream)
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    """Trains one run folder from an effective config; see the module docstring."""
+
+    def __init__(self, cfg: RunConfig, files: RunFiles, requested: dict[str, Any], status: StatusFile):
+        self.cfg = cfg
+        self.files = files
+        self.requested = requested
+        self.status = status
+        self.device = torch.device(cfg.runtime.device)
+        self.autocast = _autocast_factory(cfg, self.device)
+        self.stop_requested = False
+        self.progress = Progress()
+
+        self.panel = load_panel(cfg.data)
+        if cfg.train.mode == "optimized":
+            self.panel = self.panel.to(self.device)
+        self.splits = make_splits(self.panel.dates, cfg.data)
+        self.train_days = eligible_days(self.panel, self.splits.train, cfg)
+        self.val_days = eligible_days(self.panel, self.splits.val, cfg)
+        self.test_days = eligible_days(self.panel, self.splits.test, cfg)
+        if len(self.train_days) == 0 or len(self.val_days) == 0:
+            raise TrainingFailed(
+                f"no usable days: {len(self.train_days)} train / {len(self.val_days)} validation days have "
+                f"a full {cfg.data.lookback}-day window and >= {cfg.data.min_stocks_per_day} stocks"
+            )
+        self.is_deep = cfg.model.kind == "atft_gat_fan"
+        self.model: ATFTGATFAN | None = None
+        self.graphs: GraphCache | None = None
+        if self.is_deep:
+            self.model = ATFTGATFAN(cfg.model, len(self.panel.feature_names), len(cfg.data.horizons)).to(self.device)
+            self.optimizer = _make_optimizer(cfg, self.model)
+            if cfg.model.use_gat:
+                self.graphs = GraphCache(self.panel.returns, self.panel.valid, self.panel.sectors, cfg.model, self.device)
+
+    # -- facts -------------------------------------------------------------------------------
+    def resolved_facts(self) -> dict[str, Any]:
+        n_params = self.model.count_parameters() if self.model is not None else 0
+        return {
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
+            "n_features": len(self.panel.feature_names),
+            "feature_names": list(self.panel.feature_names),
+            "n_stocks": len(self.panel.codes),
+            "n_days": len(self.panel.dates),
+            "n_params": n_params,
+            "dataset_fingerprint": self.panel.fingerprint,
+            "splits": self.splits.describe(),
+            "train_days": len(self.train_days),
+            "val_days": len(self.val_days),
+            "test_days": len(self.test_days),
+            "epochs_planned": self.epochs_planned,
+            "code_version": _code_version(),
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+        }
+
+    @property
+    def epochs_planned(self) -> int:
+        return sum(self.cfg.train.phase_epochs) if self.is_deep else 1
+
+    def write_config(self) -> None:
+        facts = self.resolved_facts()
+        write_json_atomic(self.files.config, {"config": self.cfg.to_dict(), "requested": self.requested, "resolved": facts})
+        log.info("effective config: %s", self.cfg.to_json(indent=None))
+        log.info("resolved: device=%s params=%d features=%d stocks=%d days=%d fingerprint=%s torch=%s code=%s",
+                 facts["device"], facts["n_params"], facts["n_features"], facts["n_stocks"], facts["n_days"],
+                 facts["dataset_fingerprint"], facts["torch_version"], facts["code_version"])
+        log.info("splits: %s", facts["splits"])
+        log.info("features (%d): %s", facts["n_features"], ", ".join(facts["feature_names"]))
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def checkpoint_payload(self, phase: int) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "config": self.cfg.to_dict(), "requested": self.requested, "kind": self.cfg.model.kind,
+            "feature_names": list(self.panel.feature_names), "phase": phase, "progress": self.progress.to_dict(),
+        }
+        if self.model is not None:
+            payload["model"] = self.model.state_dict()
+            payload["optimizer"] = self.optimizer.state_dict()
+        else:
+            payload["baseline"] = self.baseline.state_dict()
+        return payload
+
+    def restore(self) -> int:
+        """Load last.pt; returns the phase to continue in."""
+        state = load_checkpoint(self.files.last_checkpoint, map_location=self.device)
+        self.progress = Progress.from_dict(state["progress"])
+        if self.model is not None:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        _truncate_metrics(self.files.metrics, self.progress.epoch)
+        log.info("resumed from %s at epoch %d (step %d)", self.files.last_checkpoint, self.progress.epoch, self.progress.step)
+        return int(state["phase"])
+
+    # -- one epoch ---------------------------------------------------------------------------
+    def train_epoch(self, phase: int, epoch_in_phase: int, metrics: MetricsWriter) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        assert model is not None
+        model.train()
+        model.set_phase(phase)
+        if self.graphs is not None:
+            self.graphs.reset_stats()
+        rng = np.random.default_rng(cfg.runtime.seed + self.progress.epoch)
+        days = rng.permutation(self.train_days)
+        chunks = [days[i:i + cfg.train.days_per_step] for i in range(0, len(days), cfg.train.days_per_step)]
+        steps_in_phase = len(chunks) * cfg.train.phase_epochs[phase]
+        graphs = self.graphs if phase >= 2 else None
+        sums: dict[str, float] = {}
+        gat_norms: list[float] = []
+        rows = 0
+        started = time.perf_counter()
+        for i, chunk in enumerate(chunks):
+            lr = cfg.train.lr * cfg.train.phase_lr_scale[phase] * _lr_factor(
+                cfg, epoch_in_phase, epoch_in_phase * len(chunks) + i, steps_in_phase)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            batch = make_day_batch(self.panel, torch.as_tensor(chunk), cfg.data.lookback, graphs, self.device)
+            with self.autocast():
+                out = model(batch)
+            loss, terms = compute_loss(out, batch, cfg.loss, cfg.model.quantiles,
+                                       rank_scale=cfg.train.phase_rank_loss_scale[phase],
+                                       horizon_weights=cfg.loss.horizon_weights)
+            if not torch.isfinite(loss):
+                raise TrainingFailed(f"non-finite loss at epoch {self.progress.epoch + 1} step {self.progress.step + 1}: "
+                                     + ", ".join(f"{k}={v}" for k, v in terms.items()))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            gat_norms.append(_grad_norm(model.gat_parameters()))
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            self.optimizer.step()
+            self.progress.step += 1
+            rows += int(batch.day.numel())
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            if self.progress.step % cfg.train.log_every_steps == 0:
+                metrics.log(epoch=self.progress.epoch + 1, step=self.progress.step, phase=phase,
+                            values={"train/loss_step": terms["total"]})
+            alpha = float(out.alpha.detach())
+            if self.stop_requested:
+                break
+        seconds = time.perf_counter() - started
+        n = max(1, i + 1)
+        values = {"train/loss": sums.get("total", 0.0) / n, "lr": lr, "epoch_seconds": seconds,
+                  "samples_per_second": rows / max(seconds, 1e-9),
+                  "gat/grad_norm": float(np.mean(gat_norms)) if gat_norms else 0.0,
+                  "gat/alpha": alpha}
+        values.update({f"loss/{k}": v / n for k, v in sums.items() if k != "total"})
+        if self.graphs is not None:
+            values.update({f"graph/{k}": v for k, v in self.graphs.stats().items()})
+        return values
+
+    def validate(self, phase: int) -> dict[str, float | None]:
+        assert self.model is not None
+        self.model.set_phase(phase)
+        graphs = self.graphs if phase >= 2 else None
+        predictor = ModelPredictor(self.model, self.panel, self.cfg, graphs, self.device, self.autocast)
+        values = evaluate(predictor(self.val_days), targets_for(self.panel, self.val_days), self.cfg.data.horizons, "val")
+        values["val/loss"] = self._val_loss(phase, graphs)
+        return values
+
+    def _val_loss(self, phase: int, graphs) -> float:
+        cfg, model = self.cfg, self.model
+        total, count = 0.0, 0
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(self.val_days), cfg.train.days_per_step):
+                days = torch.as_tensor(self.val_days[start:start + cfg.train.days_per_step])
+                batch = make_day_batch(self.panel, days, cfg.data.lookback, graphs, self.device)
+                with self.autocast():
+                    out = model(batch)
+                loss, _ = compute_loss(out, batch, cfg.loss, cfg.model.quantiles,
+                                       rank_scale=cfg.train.phase_rank_loss_scale[phase],
+                                       horizon_weights=cfg.loss.horizon_weights)
+                total, count = total + float(loss), count + 1
+        model.train()
+        return total / max(1, count)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self, start_phase: int, metrics: MetricsWriter) -> str:
+        """Run every remaining phase; returns the final state."""
+        if not self.is_deep:
+            return self.fit_baseline(metrics)
+        cfg, p = self.cfg, self.progress
+        for phase in range(start_phase, len(PHASE_NAMES)):
+            if phase > start_phase:
+                p.bad_epochs = 0
+            while p.phase_epochs_done[phase] < cfg.train.phase_epochs[phase]:
+                epoch_in_phase = p.phase_epochs_done[phase]
+                self.status.set(phase=phase, phase_name=PHASE_NAMES[phase], epoch=p.epoch)
+                values = self.train_epoch(phase, epoch_in_phase, metrics)
+                if self.stop_requested:
+                    save_checkpoint(self.files.last_checkpoint, self.checkpoint_payload(phase))
+                    return "stopped"
+                values.update(self.validate(phase))
+                p.epoch += 1
+                p.phase_epochs_done[phase] += 1
+                improved = self._track_best(values.get("val/rank_ic"))
+                values["val/best_rank_ic"] = p.best_rank_ic
+                metrics.log(epoch=p.epoch, step=p.step, phase=phase, values=values)
+                self._check_degenerate(values.get("val/pred_std"))
+                if improved:
+                    save_checkpoint(self.files.best_checkpoint, self.checkpoint_payload(phase))
+                save_checkpoint(self.files.last_checkpoint, self.checkpoint_payload(phase))
+                log.info("epoch %d phase %d (%s): train/loss=%.4f val/rank_ic=%s val/ic=%s alpha=%.3f %.1fs %.0f stock-days/s",
+                         p.epoch, phase, PHASE_NAMES[phase], values["train/loss"], _fmt(values.get("val/rank_ic")),
+                         _fmt(values.get("val/ic")), values["gat/alpha"], values["epoch_seconds"], values["samples_per_second"])
+                self.status.set(epoch=p.epoch, best_rank_ic=_finite(p.best_rank_ic), best_epoch=p.best_epoch)
+                if cfg.train.early_stopping_patience and p.bad_epochs >= cfg.train.early_stopping_patience:
+                    remaining = cfg.train.phase_epochs[phase] - p.phase_epochs_done[phase]
+                    p.skipped_epochs += remaining
+                    log.info("early stopping in phase %d after %d epochs without a better val/rank_ic", phase, p.bad_epochs)
+                    break
+        return "early_stopped" if p.skipped_epochs else "completed"
+
+    def _track_best(self, rank_ic: float | None) -> bool:
+        p = self.progress
+        if rank_ic is not None and rank_ic > p.best_rank_ic + self.cfg.train.early_stopping_min_delta:
+            p.best_rank_ic, p.best_epoch, p.bad_epochs = rank_ic, p.epoch, 0
+            return True
+        p.bad_epochs += 1
+        return not self.files.best_checkpoint.exists()
+
+    def _check_degenerate(self, pred_std: float | None) -> None:
+        threshold = self.cfg.train.degenerate_std_threshold
+        if pred_std is not None and pred_std < threshold:
+            message = f"predictions degenerate: val/pred_std={pred_std:.3g} < train.degenerate_std_threshold={threshold}"
+            log.warning(message)
+            self.status.set(warning=message)
+            if self.cfg.train.stop_on_degenerate:
+                raise TrainingFailed(message)
+
+    def fit_baseline(self, metrics: MetricsWriter) -> str:
+        started = time.perf_counter()
+        self.baseline = fit_baseline(self.cfg, self.panel, self.train_days)
+        values: dict[str, Any] = evaluate(self.baseline.predict(self.panel, self.val_days),
+                                          targets_for(self.panel, self.val_days), self.cfg.data.horizons, "val")
+        seconds = time.perf_counter() - started
+        self.progress.epoch = 1
+        self.progress.best_rank_ic = values.get("val/rank_ic") or -math.inf
+        self.progress.best_epoch = 1
+        values.update({"epoch_seconds": seconds, "val/best_rank_ic": self.progress.best_rank_ic,
+                       "samples_per_second": len(self.train_days) * len(self.panel.codes) / max(seconds, 1e-9)})
+        metrics.log(epoch=1, step=0, phase=0, values=values)
+        log.info("baseline %s: %s val/rank_ic=%s", self.cfg.model.kind, self.baseline.describe(), _fmt(values.get("val/rank_ic")))
+        for path in (self.files.best_checkpoint, self.files.last_checkpoint):
+            save_checkpoint(path, self.checkpoint_payload(0))
+        return "completed"
+
+    # -- final evaluation --------------------------------------------------------------------
+    def final_evaluation(self, metrics: MetricsWriter) -> None:
+        """Best checkpoint -> predictions on validation and test, test metrics logged once."""
+        predictor = self.best_predictor()
+        parts = {"val": self.val_days, "test": self.test_days}
+        preds = {name: predictor(days) for name, days in parts.items() if len(days)}
+        write_predictions(self.files.predictions, self.panel, parts, preds, self.cfg.data.horizons)
+        if "test" in preds:
+            values = evaluate(preds["test"], targets_for(self.panel, self.test_days), self.cfg.data.horizons, "test")
+            metrics.log(epoch=self.progress.epoch, step=self.progress.step, phase=-1, values=values)
+            log.info("test (best checkpoint, epoch %d): rank_ic=%s ic=%s", self.progress.best_epoch,
+                     _fmt(values.get("test/rank_ic")), _fmt(values.get("test/ic")))
+
+    def best_predictor(self):
+        if not self.is_deep:
+            return lambda days: self.baseline.predict(self.panel, days)
+        state = load_checkpoint(self.files.best_checkpoint, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        phase = int(state["phase"])
+        self.model.set_phase(phase)
+        graphs = self.graphs if phase >= 2 else None
+        return ModelPredictor(self.model, self.panel, self.cfg, graphs, self.device, self.autocast)
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> None:
+    """Drop metric lines of epochs after the checkpoint (they will be recomputed), atomically."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line from a killed trainer
+        if row.get("epoch", 0) <= last_epoch and row.get("phase", 0) >= 0:
+            kept.append(line)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False) -> str:
+    """Train `requested` into `run_dir`; returns the final state. Never raises for a failed run:
+    the failure is recorded in status.json (state 'failed', with the error) and returned."""
+    files = RunFiles(Path(run_dir))
+    files.root.mkdir(parents=True, exist_ok=True)
+    files.checkpoints.mkdir(exist_ok=True)
+    _setup_logging(files)
+    status = StatusFile(files, requested.runtime.heartbeat_seconds)
+    status.set(state="running", pid=os.getpid(), started=time.time(), ended=None, error=None)
+    status.start()
+    trainer: Trainer | None = None
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        cfg = resolve(requested, cuda_available=torch.cuda.is_available(), cpu_count=os.cpu_count() or 1)
+        _configure_torch(cfg)
+        _seed_everything(cfg.runtime.seed)
+        trainer = Trainer(cfg, files, requested.to_dict(), status)
+        signal.signal(signal.SIGTERM, lambda *_: setattr(trainer, "stop_requested", True))
+        start_phase = trainer.restore() if resume and files.last_checkpoint.exists() else 0
+        trainer.write_config()
+        status.set(epochs_planned=trainer.epochs_planned, device=str(trainer.device))
+        with MetricsWriter(files.metrics) as metrics:
+            state = trainer.fit(start_phase, metrics)
+            if state != "stopped":
+                trainer.final_evaluation(metrics)
+        status.set(state=state, ended=time.time(), epoch=trainer.progress.epoch)
+        log.info("run %s", state)
+        return state
+    except Exception as exc:  # the run's outcome is recorded, whatever went wrong
+        log.exception("run failed")
+        status.set(state="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}")
+        return "failed"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        status.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: see the module docstring. Exit code 0 for completed/early_stopped/stopped."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        overrides, rest = parse_overrides(args)
+        options = _parse_rest(rest)
+        if options.get("resume"):
+            run_dir = Path(options["resume"])
+            if overrides or options.get("config"):
+                raise ConfigError("--resume continues a run with its own settings; start a new run to change them")
+            cfg = _requested_config(run_dir)
+        else:
+            cfg = build_config(options.get("config"), overrides)
+            run_dir = Path(options["run_dir"]) if options.get("run_dir") else None
+        if options.get("print_config"):
+            effective = resolve(cfg, cuda_available=torch.cuda.is_available(), cpu_count=os.cpu_count() or 1)
+            print(effective.to_json())
+            return 0
+        if run_dir is None:
+            raise ConfigError("--run-dir DIR is required (or --resume DIR, or --print-config)")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    state = run_training(cfg, run_dir, resume=bool(options.get("resume")))
+    return 0 if state in ("completed", "early_stopped", "stopped") else 1
+
+
+def _parse_rest(rest: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    flags = {"--config": "config", "--run-dir": "run_dir", "--resume": "resume"}
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        key, _, value = arg.partition("=")
+        if arg == "--print-config":
+            options["print_config"] = True
+        elif key in flags:
+            if not value:
+                if i + 1 >= len(rest):
+                    raise ConfigError(f"{key}: missing value")
+                value = rest[i + 1]
+                i += 1
+            options[flags[key]] = value
+        else:
+            raise ConfigError(f"unknown argument {arg!r}; settings are given as --section.name=value "
+                              "(see --print-config for every setting)")
+        i += 1
+    return options
+
+
+def _requested_config(run_dir: Path) -> RunConfig:
+    """The config a run was asked for: config.json's `requested` (or run.json's, before training wrote one)."""
+    for name in ("config.json", "run.json"):
+        values = read_json(run_dir / name)
+        if values and isinstance(values.get("requested"), dict):
+            return RunConfig.from_dict(values["requested"])
+    raise ConfigError(f"{run_dir} has no config.json or run.json with the requested config; nothing to resume")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

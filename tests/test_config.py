@@ -1,0 +1,103 @@
+"""RunConfig: strict construction, validation messages, overrides, resolution, round trip."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from atft_core.config import (ConfigError, ModelConfig, RunConfig, SECTIONS, build_config, field_docs,
+                              merge_overrides, parse_overrides, resolve)
+
+
+def test_defaults_are_valid_and_round_trip():
+    cfg = RunConfig()
+    assert RunConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_every_field_has_a_docstring():
+    for name, section in SECTIONS.items():
+        docs = field_docs(section)
+        missing = [f for f in section.__dataclass_fields__ if f not in docs]
+        assert not missing, f"{name}: fields without a docstring: {missing}"
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"model": {"hidden_sise": 256}}, "unknown setting(s) model.hidden_sise"),
+    ({"modle": {}}, "unknown setting(s) modle"),
+    ({"model": {"hidden_size": "big"}}, "model.hidden_size: expected an integer, got 'big'"),
+    ({"model": {"hidden_size": 2.5}}, "model.hidden_size: expected an integer"),
+    ({"model": {"use_gat": "maybe"}}, "model.use_gat: expected true or false"),
+    ({"loss": {"rankic_weight": -0.1}}, "loss.rankic_weight: must be >= 0"),
+    ({"data": {"purge_days": 10}}, "data.purge_days=10 is shorter than the longest horizon (20)"),
+    ({"data": {"purge_days": 20, "execution_lag": 1}}, "execution lag (1)"),
+    ({"model": {"hidden_size": 30, "gat_heads": 4}}, "model.gat_heads=4 must divide model.hidden_size=30"),
+    ({"loss": {"horizon_weights": [1, 2]}}, "loss.horizon_weights has 2 values for 4 horizons"),
+    ({"train": {"phase_epochs": [1, 1]}}, "train.phase_epochs: give 4 values"),
+    ({"train": {"mode": "fast"}}, "train.mode: 'safe' or 'optimized'"),
+    ({"data": {"train_end": "2023-13-45x"}}, "data.train_end: expected YYYY-MM-DD"),
+    ({"data": {"horizons": [5, 1]}}, "data.horizons: list them in increasing order"),
+    ({"model": {"kind": "xgboost"}}, "model.kind: expected one of"),
+    ({"runtime": {"device": "tpu"}}, "runtime.device"),
+])
+def test_bad_values_fail_with_a_message_naming_the_field(values, message):
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict(values)
+    assert message in str(err.value)
+
+
+def test_cli_overrides_both_forms_and_lists():
+    overrides, rest = parse_overrides(["--model.hidden_size", "256", "--train.phase_epochs=1,1,2,1",
+                                       "--loss.rankic_weight=0.5", "--run-dir", "runs/x"])
+    assert rest == ["--run-dir", "runs/x"]
+    cfg = build_config(None, overrides)
+    assert cfg.model.hidden_size == 256
+    assert cfg.train.phase_epochs == (1, 1, 2, 1)
+    assert cfg.loss.rankic_weight == 0.5
+
+
+def test_partial_config_file_keeps_defaults(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": {"hidden_size": 128}}))
+    cfg = build_config(path, {"loss.cs_ic_weight": "0.3"})
+    assert cfg.model.hidden_size == 128 and cfg.loss.cs_ic_weight == 0.3
+    assert cfg.model.gat_heads == ModelConfig().gat_heads
+
+
+def test_unknown_override_is_an_error():
+    with pytest.raises(ConfigError, match="unknown setting 'model.hiden_size'"):
+        merge_overrides({}, {"model.hiden_size": 3})
+
+
+def test_resolve_fills_every_auto_value():
+    cfg = resolve(RunConfig(), cuda_available=False, cpu_count=2)
+    assert cfg.runtime.device == "cpu" and cfg.runtime.precision == "fp32"
+    assert cfg.data.purge_days == 20
+    assert cfg.train.days_per_step == 1 and cfg.runtime.num_threads == 1
+    assert cfg.loss.horizon_weights == (1.0, 1.0, 1.0, 1.0)
+    opt = resolve(RunConfig().replace(**{"train.mode": "optimized", "data.execution_lag": 1}), cuda_available=True, cpu_count=8)
+    assert (opt.runtime.device, opt.runtime.precision, opt.runtime.num_threads) == ("cuda", "bf16", 8)
+    assert opt.data.purge_days == 21 and opt.train.days_per_step == 8
+    # Explicit values are kept, never replaced by defaults.
+    kept = resolve(RunConfig().replace(**{"train.days_per_step": 3, "data.purge_days": 30}), cuda_available=False, cpu_count=2)
+    assert kept.train.days_per_step == 3 and kept.data.purge_days == 30
+
+
+def test_resolve_refuses_cuda_without_a_gpu():
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        resolve(RunConfig().replace(**{"runtime.device": "cuda"}), cuda_available=False, cpu_count=2)
+
+
+def test_print_config_cli(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "atft_core.train", "--model.hidden_size=256", "--print-config"],
+                         capture_output=True, text=True, check=True)
+    printed = json.loads(out.stdout)
+    assert printed["model"]["hidden_size"] == 256
+    assert printed["data"]["purge_days"] == 20
+
+
+def test_cli_rejects_unknown_setting():
+    out = subprocess.run([sys.executable, "-m", "atft_core.train", "--model.hiden_size=256", "--print-config"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "unknown setting 'model.hiden_size'" in out.stderr
