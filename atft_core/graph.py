@@ -81,7 +81,9 @@ def build_graph(returns_window: Tensor, valid: Tensor, sectors: Tensor, cfg: Mod
         score = torch.where(both, corr, torch.full_like(corr, _NO_CORR_SCORE))
         adj |= _top_k_mask(score, same_sector, cfg.graph_max_sector_edges)
     adj |= adj.T.clone()
-    src, dst = adj.nonzero(as_tuple=True)
+    # adj is symmetric, so reading nonzero()'s (row, col) as (target, source) lists the same
+    # edges sorted by target: PyG aggregates by target, and sorted targets scatter faster.
+    dst, src = adj.nonzero(as_tuple=True)
     edge_attr = torch.stack([corr[src, dst], same_sector[src, dst].to(corr.dtype)], dim=1)
     return torch.stack([src, dst]), edge_attr
 

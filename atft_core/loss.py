@@ -74,8 +74,10 @@ def _day_standardize(x: Tensor, m: Tensor, day: Tensor, n_days: int) -> tuple[Te
 
     Shapes: x, m [S, H], day [S] -> z [S, H], std [B, H].
     """
-    mean, _ = _day_mean(x, m, day, n_days)
-    centered = (x - mean[day]) * m.to(x.dtype)
+    # Centre in float64 so that equal values give exactly 0, not float32 rounding noise that
+    # the z-score would then blow up into a spurious ranking.
+    mean, _ = _day_mean(x.double(), m, day, n_days)
+    centered = ((x.double() - mean[day]) * m.double()).to(x.dtype)
     var, _ = _day_mean(centered * centered, m, day, n_days)
     std = torch.sqrt(var + VAR_EPS)
     return centered / std[day], std

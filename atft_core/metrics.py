@@ -43,6 +43,8 @@ JPX_SMALL_FRACTION = 0.2
 JPX_TOP_WEIGHT = 2.0
 """Weight of the best-ranked stock in each JPX leg; weights fall linearly to 1."""
 DEFAULT_LS_QUANTILE = 0.1
+ROUNDING_TOL = 1e-12
+"""Relative size below which a demeaned value counts as 0 (it is the rounding of the mean)."""
 MIN_STOCKS = 2
 """Fewest valid stocks for a date to count."""
 
@@ -72,6 +74,12 @@ def _demeaned(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     xv = np.where(valid, x, 0.0)
     mean = xv.sum(axis=1, keepdims=True) / np.maximum(valid.sum(axis=1, keepdims=True), 1)
     return np.where(valid, xv - mean, 0.0)
+
+
+def _sign(centered: np.ndarray, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Sign of demeaned values, 0 within rounding of the mean (equal values are not + or -)."""
+    scale = np.abs(np.where(valid, x, 0.0)).max(axis=1, keepdims=True) if x.size else 0.0
+    return np.where(np.abs(centered) <= ROUNDING_TOL * scale, 0.0, np.sign(centered))
 
 
 def _rowwise_pearson(x: np.ndarray, y: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -155,7 +163,7 @@ def jpx_spread_returns(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -
 def daily_hit_rate(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Share of stocks with sign(pred - mean pred) == sign(target - mean target). [D, N] x3 -> [D]."""
     p, t, valid = _prepare(pred, target, mask)
-    sp, st = np.sign(_demeaned(p, valid)), np.sign(_demeaned(t, valid))
+    sp, st = _sign(_demeaned(p, valid), p, valid), _sign(_demeaned(t, valid), t, valid)
     hits = ((sp == st) & valid).sum(axis=1)
     n = valid.sum(axis=1)
     out = np.full(p.shape[0], np.nan)

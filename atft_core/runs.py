@@ -1,6 +1,7 @@
 """Reading runs: their state, their metrics and their logs; `python -m atft_core.runs`.
 
-Library API (read side; the write side is `atft_core.launcher`)::
+Library API (read side; the write side is `atft_core.launcher`, whose launch_run, stop_run,
+resume_run, delete_run, tag_run and note_run can also be imported from here)::
 
     list_runs(runs_dir) -> list[RunSummary]          # newest first, one DuckDB query
     run_state(runs_dir, run_id) -> RunSummary
@@ -67,6 +68,18 @@ class RunError(ValueError):
     """A run does not exist, or the requested action does not fit its state."""
 
 
+_LAUNCHER_API = ("launch_run", "stop_run", "resume_run", "delete_run", "tag_run", "note_run", "LaunchError")
+
+
+def __getattr__(name: str) -> Any:
+    """The write side (`atft_core.launcher`) is reachable from here too: ``runs.launch_run``."""
+    if name in _LAUNCHER_API:  # imported lazily: the launcher itself imports this module
+        from atft_core import launcher
+
+        return getattr(launcher, name)
+    raise AttributeError(f"module 'atft_core.runs' has no attribute {name!r}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Process liveness
 
@@ -129,6 +142,7 @@ class RunSummary:
     """Epochs done, as the trainer reports them in status.json."""
     epochs_planned: int | None = None
     phase: Any = None
+    phase_name: str = ""
     best_rank_ic: float | None = None
     best_epoch: int | None = None
     latest: dict[str, float | None] = field(default_factory=dict)
@@ -200,7 +214,8 @@ def _summary(files: RunFiles, now: float) -> RunSummary:
         loss_weights={k: v for k, v in loss.items() if k.endswith("_weight")},
         mode=train.get("mode", ""), device=(config.get("runtime") or {}).get("device", ""),
         epoch=status.get("epoch"), epochs_planned=status.get("epochs_planned"),
-        phase=status.get("phase"), created=info.get("created"), started=started,
+        phase=status.get("phase"), phase_name=status.get("phase_name") or "",
+        created=info.get("created"), started=started,
         updated=status.get("updated"), ended=status.get("ended"),
         duration=(float(end) - float(started)) if started and end else None,
         pid=info.get("pid") or status.get("pid"),
@@ -231,7 +246,8 @@ def _run_dirs(runs_dir: Path) -> list[RunFiles]:
     return out
 
 
-def _files_for(runs_dir: Path | str, run_id: str) -> RunFiles:
+def run_folder(runs_dir: Path | str, run_id: str) -> RunFiles:
+    """The files of an existing run (UnsafePathError for a bad id, RunError if absent)."""
     root = run_path(runs_dir, run_id)
     if not root.is_dir():
         raise RunError(f"no run {run_id!r} in {Path(runs_dir).resolve()}")
@@ -378,7 +394,7 @@ def run_state(runs_dir: Path | str, run_id: str) -> RunSummary:
     from atft_core.launcher import reap_children
 
     reap_children()
-    files = _files_for(runs_dir, run_id)
+    files = run_folder(runs_dir, run_id)
     summary = _summary(files, time.time())
     final = {run_id} if summary.status in FINAL_STATES else set()
     _attach_metrics({run_id: summary}, _metric_stats([files], final))
@@ -390,7 +406,7 @@ def query_metrics(runs_dir: Path | str, run_ids: list[str] | tuple[str, ...], na
 
     Rows are ordered by run, wall time, epoch and step; `names` filters metric names.
     """
-    runs = [_files_for(runs_dir, rid) for rid in dict.fromkeys(run_ids)]
+    runs = [run_folder(runs_dir, rid) for rid in dict.fromkeys(run_ids)]
     final = {f.root.name for f in runs if (read_json(f.status) or {}).get("state") in FINAL_STATES}
     # The sources take the positional parameters, so names go in as an escaped literal list.
     literal = "[" + ", ".join("'" + str(n).replace("'", "''") + "'" for n in names or ()) + "]"
@@ -430,7 +446,7 @@ def _compact(files: RunFiles) -> bool:
 
 def compact_run(runs_dir: Path | str, run_id: str) -> bool:
     """Compact a finished run's metrics to parquet; False if not finished or already done."""
-    files = _files_for(runs_dir, run_id)
+    files = run_folder(runs_dir, run_id)
     if (read_json(files.status) or {}).get("state") not in FINAL_STATES:
         return False
     return _compact(files)
@@ -448,7 +464,7 @@ def drop_compacted(files: RunFiles) -> None:
 
 def log_tail(runs_dir: Path | str, run_id: str, lines: int = 50) -> str:
     """The last `lines` lines of the run's train.log ('' if there is none yet)."""
-    path = _files_for(runs_dir, run_id).log
+    path = run_folder(runs_dir, run_id).log
     if not path.is_file() or lines <= 0:
         return ""
     block, data = 8192, b""
@@ -465,7 +481,7 @@ def log_tail(runs_dir: Path | str, run_id: str, lines: int = 50) -> str:
 
 def list_checkpoints(runs_dir: Path | str, run_id: str) -> list[CheckpointInfo]:
     """The run's checkpoint files (best.pt, last.pt, ...), newest first."""
-    folder = _files_for(runs_dir, run_id).checkpoints
+    folder = run_folder(runs_dir, run_id).checkpoints
     if not folder.is_dir():
         return []
     out = []
@@ -594,4 +610,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, so that its exception classes are the ones the launcher
+    # raises (this file as __main__ would be a second copy with classes of its own).
+    from atft_core.runs import main as _main
+
+    sys.exit(_main())

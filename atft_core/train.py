@@ -199,7 +199,7 @@ class Trainer:
         self.status = status
         self.device = torch.device(cfg.runtime.device)
         self.autocast = _autocast_factory(cfg, self.device)
-        self.stop_requested = False
+        self.stop_event = threading.Event()
         self.progress = Progress()
 
         self.panel = load_panel(cfg.data)
@@ -244,6 +244,10 @@ class Trainer:
             "torch_version": torch.__version__,
             "python_version": platform.python_version(),
         }
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop_event.is_set()
 
     @property
     def epochs_planned(self) -> int:
@@ -502,13 +506,15 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
     status.set(state="running", pid=os.getpid(), started=time.time(), ended=None, error=None)
     status.start()
     trainer: Trainer | None = None
-    previous = signal.getsignal(signal.SIGTERM)
+    # Installed first, so a stop during start-up (panel loading) is honoured too.
+    stop_event = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
     try:
         cfg = resolve(requested, cuda_available=torch.cuda.is_available(), cpu_count=os.cpu_count() or 1)
         _configure_torch(cfg)
         _seed_everything(cfg.runtime.seed)
         trainer = Trainer(cfg, files, requested.to_dict(), status)
-        signal.signal(signal.SIGTERM, lambda *_: setattr(trainer, "stop_requested", True))
+        trainer.stop_event = stop_event
         start_phase = trainer.restore() if resume and files.last_checkpoint.exists() else 0
         trainer.write_config()
         status.set(epochs_planned=trainer.epochs_planned, device=str(trainer.device))

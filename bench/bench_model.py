@@ -1,13 +1,13 @@
 """Throughput of ATFT-GAT-FAN forward+backward and of the per-day graph build, on this machine.
 
     python bench/bench_model.py                 # both allocator settings, hidden 64 and 256
-    python bench/bench_model.py --hidden 64 --iters 5
+    python bench/bench_model.py --hidden 64 --iters 5 --malloc tuned --bf16
 
 Measures stock-days per second for a batch of `--days` whole days x `--stocks` stocks x
-`--lookback` x `--features` (phase 3: FAN on, GAT on or off), and the time to build one day's
-graph. glibc's allocator maps/unmaps the large buffers of PyG message passing on every call;
-with MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ raised it keeps them, which DESIGN.md
-measured at ~2x for the GAT. The bench re-runs itself in a child process with and without those
+`--lookback` x `--features` (phase 3: FAN on, GAT on or off), the time to build one day's graph
+and to gather one day batch; `--bf16` adds CPU bf16 autocast timings. glibc's allocator
+maps/unmaps the large buffers of PyG message passing on every call; with MALLOC_MMAP_THRESHOLD_
+and MALLOC_TRIM_THRESHOLD_ raised it keeps them, which DESIGN.md measured at ~2x for the GAT. The bench re-runs itself in a child process with and without those
 variables (they only take effect at process start) and prints both.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -35,11 +36,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--horizons", type=int, default=4)
     ap.add_argument("--hidden", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=5, help="timed steps per setting (after 1 warm-up)")
+    ap.add_argument("--iters", type=int, default=5, help="timed steps per setting after 1 warm-up; the median is reported")
     ap.add_argument("--graph-window", type=int, default=60)
     ap.add_argument("--graph-top-k", type=int, default=10)
     ap.add_argument("--malloc", choices=["both", "default", "tuned"], default="both",
                     help="run with the default allocator, the tuned one, or both (in child processes)")
+    ap.add_argument("--bf16", action="store_true", help="also time the step under CPU bf16 autocast")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -96,7 +98,33 @@ def time_graph(args: argparse.Namespace, cfg, reps: int = 10) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def time_model(args: argparse.Namespace, cfg, batch) -> tuple[float, int]:
+def time_batching(args: argparse.Namespace, cfg, n_days: int = 120) -> float:
+    """Seconds to gather one batch of `args.days` days (graphs already cached) from a panel."""
+    import numpy as np
+    import torch
+    from atft_core.batching import make_day_batch
+    from atft_core.data.panel import Panel
+    from atft_core.graph import GraphCache
+    n = args.stocks
+    valid = torch.rand(n_days, n) > 0.05
+    panel = Panel(dates=np.datetime64("2020-01-01") + np.arange(n_days), codes=[str(i) for i in range(n)],
+                  feature_names=tuple(f"feat_{i}" for i in range(args.features)),
+                  features=torch.randn(n_days, n, args.features) * valid[..., None], valid=valid,
+                  targets=torch.randn(n_days, n, args.horizons), returns=0.02 * torch.randn(n_days, n) * valid,
+                  sectors=torch.randint(0, 33, (n,)), horizons=tuple(range(1, args.horizons + 1)),
+                  fingerprint="bench")
+    cache = GraphCache(panel.returns, panel.valid, panel.sectors, cfg)
+    days = torch.arange(args.lookback, n_days)
+    for t in days.tolist():
+        cache.for_day(t)
+    batches = [days[i:i + args.days] for i in range(0, len(days) - args.days, args.days)]
+    t0 = time.perf_counter()
+    for b in batches:
+        make_day_batch(panel, b, args.lookback, cache, "cpu")
+    return (time.perf_counter() - t0) / len(batches)
+
+
+def time_model(args: argparse.Namespace, cfg, batch, bf16: bool = False) -> tuple[float, int]:
     import torch
     from atft_core.model import ATFTGATFAN
     model = ATFTGATFAN(cfg, args.features, args.horizons)
@@ -104,17 +132,21 @@ def time_model(args: argparse.Namespace, cfg, batch) -> tuple[float, int]:
     opt = torch.optim.AdamW(model.parameters())
 
     def step() -> None:
-        out = model(batch)
+        with torch.autocast(batch.x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(batch)
         loss = (out.point - batch.targets).square().mean() + out.quantiles.square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     step()
-    t0 = time.perf_counter()
+    times = []
     for _ in range(args.iters):
+        t0 = time.perf_counter()
         step()
-    return (time.perf_counter() - t0) / args.iters, model.count_parameters()
+        times.append(time.perf_counter() - t0)
+    # The median resists the bursts of other processes on a shared machine.
+    return statistics.median(times), model.count_parameters()
 
 
 def run_child(args: argparse.Namespace) -> None:
@@ -128,6 +160,7 @@ def run_child(args: argparse.Namespace) -> None:
     base = ModelConfig(graph_top_k=args.graph_top_k, graph_corr_window=args.graph_window)
     print(f"graph build ({args.stocks} stocks, window {args.graph_window}, top-k {args.graph_top_k}, "
           f"sector edges {base.graph_max_sector_edges}): {1e3 * time_graph(args, base):.1f} ms/day")
+    print(f"make_day_batch ({args.days} days, graphs cached): {1e3 * time_batching(args, base):.1f} ms/batch")
     batch = make_inputs(args, base)
     rows = batch.x.shape[0]
     print(f"batch: {args.days} days x {args.stocks} stocks = {rows} rows, lookback {args.lookback}, "
@@ -136,9 +169,24 @@ def run_child(args: argparse.Namespace) -> None:
         for use_gat in (False, True):
             cfg = ModelConfig(hidden_size=hidden, use_gat=use_gat, graph_top_k=args.graph_top_k,
                               graph_corr_window=args.graph_window)
-            seconds, n_params = time_model(args, cfg, batch)
-            print(f"hidden {hidden:4d} gat {'on ' if use_gat else 'off'}: {seconds * 1e3:8.1f} ms/step "
-                  f"fwd+bwd+adamw, {rows / seconds:9.0f} stock-days/s ({n_params} params)", flush=True)
+            for bf16 in (False, True) if args.bf16 else (False,):
+                seconds, n_params = time_model(args, cfg, batch, bf16)
+                print(f"hidden {hidden:4d} gat {'on ' if use_gat else 'off'}{' bf16' if bf16 else ''}: "
+                      f"{seconds * 1e3:8.1f} ms/step fwd+bwd+adamw, {rows / seconds:9.0f} stock-days/s "
+                      f"({n_params} params)", flush=True)
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """argv minus `name VALUE` / `name=VALUE`: the child gets its allocator from the environment."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
 
 
 def main(argv: list[str]) -> None:
@@ -148,7 +196,7 @@ def main(argv: list[str]) -> None:
         return
     settings = {"default": {}, "tuned": MALLOC_ENV}
     chosen = ["default", "tuned"] if args.malloc == "both" else [args.malloc]
-    forwarded = [a for a in argv if not a.startswith("--malloc")]
+    forwarded = _without_option(argv, "--malloc")
     for name in chosen:
         env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
         env.update(settings[name])

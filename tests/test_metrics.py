@@ -76,6 +76,11 @@ def test_constant_predictions_give_undefined_correlation_not_error():
     summary = metrics.summarize(pred, target, mask)
     assert summary["ic"] is None and summary["rank_ic"] is None and summary["icir"] is None
     assert summary["pred_std"] == pytest.approx(0.0, abs=1e-12)
+    # equal predictions are neither above nor below their mean, whatever the rounding
+    pred[:] = 0.1
+    hit = metrics.daily_hit_rate(pred, target, mask)
+    ref = _ref_series(pred, target, mask, lambda p, t: np.mean(0 == np.sign(t - t.mean())))
+    _assert_series(hit, ref)
 
 
 def _ref_long_short(p, t, q=0.1):

@@ -66,7 +66,8 @@ def compare_chart(frame: pl.DataFrame, x: str, smoothed: bool) -> alt.LayerChart
     """
     x_title = "epoch" if x == "epoch" else "seconds since start"
     base = alt.Chart(frame).encode(
-        x=alt.X(f"{x}:Q", title=x_title), color=alt.Color("run:N"),
+        x=alt.X(f"{x}:Q", title=x_title, axis=alt.Axis(tickMinStep=1) if x == "epoch" else alt.Axis()),
+        color=alt.Color("run:N"),
         tooltip=["run:N", f"{x}:Q", alt.Tooltip("value:Q", format=".4g")],
     )
     raw = base.mark_line(point=True, opacity=0.35 if smoothed else 1.0).encode(y=alt.Y("value:Q", scale=alt.Scale(zero=False)))

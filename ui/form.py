@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import streamlit as st
 
@@ -50,11 +50,10 @@ def _as_text(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _widget(key: str, hint: Any, default: Any, doc: str, on_change: Callable[[], None],
-            datasets: list[str]) -> Any:
+def _widget(key: str, hint: Any, default: Any, doc: str, datasets: list[str]) -> Any:
     """One widget for one field; returns its raw value (strings are parsed by from_dict)."""
     wkey = KEY_PREFIX + key
-    common = {"key": wkey, "help": doc, "on_change": on_change}
+    common = {"key": wkey, "help": doc}
     if key == "data.path" and datasets:
         options = list(dict.fromkeys(datasets))
         names = [Path(o).name for o in options]
@@ -72,8 +71,8 @@ def _widget(key: str, hint: Any, default: Any, doc: str, on_change: Callable[[],
     return st.text_input(key, value=_as_text(default), **common)
 
 
-def config_form(datasets: list[str], on_change: Callable[[], None]) -> tuple[RunConfig | None, dict[str, Any]]:
-    """Render every RunConfig field; return (config or None if invalid, raw nested values)."""
+def config_form(datasets: list[str]) -> RunConfig | None:
+    """Render every RunConfig field; return the validated config, or None (problems shown inline)."""
     defaults = _defaults()
     hints = {f"{s}.{n}": t for s, cls in SECTIONS.items() for n, t in field_types(cls).items()}
     docs = {f"{s}.{n}": d for s, cls in SECTIONS.items() for n, d in field_docs(cls).items()}
@@ -81,7 +80,7 @@ def config_form(datasets: list[str], on_change: Callable[[], None]) -> tuple[Run
     slots: dict[str, Any] = {}
 
     def draw(key: str) -> None:
-        raw[key] = _widget(key, hints[key], defaults[key], docs.get(key, ""), on_change, datasets)
+        raw[key] = _widget(key, hints[key], defaults[key], docs.get(key, ""), datasets)
         slots[key] = st.empty()
 
     cols = st.columns(2)
@@ -101,14 +100,14 @@ def config_form(datasets: list[str], on_change: Callable[[], None]) -> tuple[Run
         section, name = key.split(".", 1)
         nested.setdefault(section, {})[name] = value
     try:
-        return RunConfig.from_dict(nested), nested
+        return RunConfig.from_dict(nested)
     except ConfigError as exc:
         problems = errors_by_field(str(exc))
         for field_key, msgs in problems.items():
             if field_key in slots:
                 slots[field_key].error("\n\n".join(msgs))
         st.error(f"Invalid settings: {exc}")
-        return None, nested
+        return None
 
 
 def dataset_paths(data_dir: Path) -> list[str]:

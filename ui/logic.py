@@ -146,3 +146,29 @@ def filter_runs(runs: list[dict[str, Any]], *, statuses=(), tags=(), datasets=()
         return not text or text in hay
 
     return [r for r in runs if keep(r)]
+
+
+def compare_frame(metrics: pl.DataFrame, name: str, x: str, weight: float,
+                  labels: dict[str, str] | None = None) -> pl.DataFrame:
+    """One metric of several runs: run, epoch, seconds (since the run's first metric), value, smoothed.
+
+    Step-level values are kept when x is wall time; per epoch the last value counts. `labels`
+    renames run ids (e.g. to run names) for the legend.
+    """
+    sub = metrics.filter((pl.col("name") == name) & pl.col("value").is_not_null()).sort("wall_time")
+    sub = sub.with_columns((pl.col("wall_time") - pl.col("wall_time").min().over("run_id")).alias("seconds"))
+    if x == "epoch":
+        sub = sub.group_by(["run_id", "epoch"], maintain_order=True).last()
+    sub = sub.rename({"run_id": "run"}).select("run", "epoch", "seconds", "value")
+    if labels:
+        sub = sub.with_columns(pl.col("run").replace(labels))
+    return smooth(sub, weight, by="run")
+
+
+_PER_HORIZON = re.compile(r"_\d+d$")
+
+
+def headline_metrics(names: list[str]) -> list[str]:
+    """Validation/test metrics of the first horizon (per-horizon copies left out); all if none."""
+    picked = [n for n in names if n.split("/")[0] in ("val", "test") and not _PER_HORIZON.search(n)]
+    return picked or list(names)

@@ -6,14 +6,16 @@ kept in st.session_state; pages read them here and never look at the environment
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-RUN_PAGE = "pages/run.py"
-NEW_RUN_PAGE = "pages/new_run.py"
+RUN_PAGE = "app_pages/run.py"
+NEW_RUN_PAGE = "app_pages/new_run.py"
 
 
 def init(data_dir: str | Path, runs_dir: str | Path) -> None:
@@ -44,29 +46,36 @@ def open_run(run_id: str) -> None:
 
 
 def new_submission() -> None:
-    """Any change to the form makes a new submission: the next Launch starts a new run."""
-    st.session_state["launch_token"] = uuid.uuid4().hex
+    """Deliberately allow another launch of the same settings (a new submission)."""
+    st.session_state["launch_nonce"] = uuid.uuid4().hex
 
 
-def launched_run() -> str | None:
-    """Run id already started by the current submission (a repeated click reuses it)."""
-    token = st.session_state.setdefault("launch_token", uuid.uuid4().hex)
-    return st.session_state.setdefault("launched", {}).get(token)
+def submission_key(*parts: Any) -> str:
+    """Idempotency key of one submission: the settings as shown plus a per-session nonce.
 
-
-def launch_once(launch: Any, *args: Any, **kwargs: Any) -> None:
-    """Button callback: call `launch` at most once per submission token; then go to the run.
-
-    A double click delivers two clicks with the same token: the second finds the run id the
-    first one recorded and starts nothing.
+    A double click sends the same settings twice, so the key repeats and nothing new starts;
+    any change of a setting, or `new_submission`, gives a new key.
     """
-    token = st.session_state.setdefault("launch_token", uuid.uuid4().hex)
+    nonce = st.session_state.setdefault("launch_nonce", uuid.uuid4().hex)
+    text = json.dumps([nonce, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def launched_run(key: str) -> str | None:
+    """Run id already started by submission `key`, if any."""
+    return st.session_state.setdefault("launched", {}).get(key)
+
+
+def launch_once(key: str, launch: Any, *args: Any, **kwargs: Any) -> tuple[str | None, str | None]:
+    """Call `launch` at most once per submission key; return (run_id, error text).
+
+    The id is recorded right after `launch` returns, with no Streamlit call in between, so a
+    rerun interrupted by a second click cannot lose it.
+    """
     done = st.session_state.setdefault("launched", {})
-    st.session_state.pop("launch_error", None)
-    if token not in done:
+    if key not in done:
         try:
-            done[token] = launch(*args, **kwargs)
+            done[key] = launch(*args, **kwargs)
         except Exception as exc:  # shown on the page: the user must see why nothing started
-            st.session_state["launch_error"] = f"{type(exc).__name__}: {exc}"
-            return
-    st.session_state["goto_run"] = done[token]
+            return None, f"{type(exc).__name__}: {exc}"
+    return done[key], None

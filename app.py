@@ -1,0 +1,36 @@
+"""ATFT-GAT-FAN dashboard: `streamlit run app.py` (binds 127.0.0.1; see README to expose it).
+
+The only place that reads the environment: ATFT_DATA_DIR (default data/) and ATFT_RUNS_DIR
+(default runs/) choose the folders, e.g. for tests.
+"""
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from atft_core.config import RunConfig
+from ui import sidebar, state
+
+st.set_page_config(page_title="ATFT-GAT-FAN", page_icon=":material/monitoring:", layout="wide")
+state.init(os.environ.get("ATFT_DATA_DIR", "data"), os.environ.get("ATFT_RUNS_DIR", "runs"))
+
+demo = state.data_dir() / Path(RunConfig().data.path).name
+if not demo.exists():  # a fresh clone has no data: make the demo so New run works at once
+    from atft_core.data.demo import make_demo
+
+    with st.spinner(f"Creating the demo dataset {demo} (first start only)..."):
+        make_demo(demo)
+
+# The pages live in app_pages/, not pages/: with a pages/ folder Streamlit 1.67 serves a fresh
+# server's first deep link (/run?run=...) in its legacy mode, without running this script.
+page = st.navigation([
+    st.Page("app_pages/new_run.py", title="New run", icon=":material/rocket_launch:", default=True),
+    st.Page("app_pages/run.py", title="Run", icon=":material/monitoring:"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("app_pages/data.py", title="Data", icon=":material/database:"),
+    st.Page("app_pages/system.py", title="System", icon=":material/memory:"),
+])
+with st.sidebar:
+    sidebar.running_runs()
+page.run()

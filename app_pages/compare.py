@@ -1,0 +1,53 @@
+"""Compare: overlay metrics of several runs, best/final table, config diff, CSV export."""
+
+import streamlit as st
+
+from atft_core import runs
+from atft_core.run_files import RunFiles, read_json
+from ui import charts, live, logic, state
+
+st.title("Compare runs")
+runs_dir = state.runs_dir()
+all_runs = [r.to_dict() for r in runs.list_runs(runs_dir)]
+if not all_runs:
+    st.info("No runs yet.")
+    st.stop()
+
+cols = st.columns(4)
+statuses = cols[0].multiselect("Status", sorted({r["status"] for r in all_runs}))
+tags = cols[1].multiselect("Tag", sorted({t for r in all_runs for t in r["tags"]}))
+datasets = cols[2].multiselect("Dataset", sorted({r["dataset"] for r in all_runs if r["dataset"]}))
+text = cols[3].text_input("Search id / name / tag")
+shown = logic.filter_runs(all_runs, statuses=statuses, tags=tags, datasets=datasets, text=text)
+labels = {r["id"]: f"{r['name'] or r['id']} ({r['id']}, {r['status']})" for r in shown}
+chosen = st.multiselect("Runs", list(labels), default=list(labels)[:2], format_func=labels.get, key="compare_runs")
+if not chosen:
+    st.info("Choose at least one run.")
+    st.stop()
+
+metrics = live.metrics(runs_dir, chosen)
+names = sorted(metrics["name"].unique().to_list())
+if not names:
+    st.info("The chosen runs have not logged any metrics yet.")
+    st.stop()
+cols = st.columns(3)
+name = cols[0].selectbox("Metric", names, index=names.index("val/rank_ic") if "val/rank_ic" in names else 0)
+x = cols[1].radio("x axis", ["epoch", "seconds"], format_func={"epoch": "epoch", "seconds": "wall time"}.get, horizontal=True)
+weight = cols[2].slider("Smoothing (EMA weight; raw lines stay visible)", 0.0, 0.95, 0.0, 0.05)
+names_by_id = {r["id"]: r["name"] or r["id"] for r in all_runs}
+legend = names_by_id if len(set(names_by_id[c] for c in chosen)) == len(chosen) else None
+frame = logic.compare_frame(metrics, name, x, weight, legend)
+st.altair_chart(charts.compare_chart(frame, x, smoothed=weight > 0))
+
+st.subheader("Best and final metrics")
+st.dataframe(logic.best_and_final(metrics, logic.headline_metrics(names)), hide_index=True)
+
+st.subheader("Settings that differ")
+configs = {rid: (read_json(RunFiles(runs_dir / rid).config) or {}).get("config", {}) for rid in chosen}
+diff = logic.config_diff(configs)
+if diff:
+    st.table(diff)
+else:
+    st.caption("The chosen runs have identical settings.")
+
+st.download_button("Download selected metrics (CSV)", metrics.write_csv(), file_name="metrics.csv", mime="text/csv")

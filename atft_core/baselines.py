@@ -1,0 +1,269 @@
+"""Simple baselines that go through the same data, splits, metrics and run folder as the model.
+
+- Single factors (``model.kind`` = ``reversal_1d``, ``reversal_5d``, ``momentum_20d``,
+  ``low_vol``): the score is one feature of the panel with a sign. Each factor has a
+  conventional orientation (reversal = minus the past return, low volatility = minus the
+  volatility); the sign is then checked on the *training days only*: if the oriented factor's
+  mean daily RankIC against the first horizon's target is negative there, it is flipped.
+  Validation and test days never influence the choice.
+- Ridge (``model.kind = 'ridge'``): one linear weight vector per horizon on all features of the
+  day (no intercept: features are cross-sectionally normalised and the targets are z-scored
+  per date, so an intercept could not change any ranking), fitted in closed form in float64 on
+  the training days' valid rows, ``w = (X'X + ridge_alpha I)^-1 X'y`` (alpha on the sum of
+  squares, as scikit-learn's Ridge).
+
+Every baseline predicts ``[days, stocks, horizons]`` with NaN where a stock is not valid, and
+round-trips through ``state_dict()`` / ``Baseline.from_state`` (plain tensors and primitives, so
+checkpoints load with ``torch.load(..., weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from atft_core import metrics
+from atft_core.config import RunConfig
+
+FACTORS: dict[str, tuple[tuple[str, ...], float]] = {
+    "reversal_1d": (("feat_ret_1d",), -1.0),
+    "reversal_5d": (("feat_ret_5d",), -1.0),
+    "momentum_20d": (("feat_ret_20d",), 1.0),
+    "low_vol": (("feat_vol_20", "feat_vol_20d"), -1.0),
+}
+"""kind -> (feature names to look for, first found wins; conventional orientation)."""
+RIDGE_KIND = "ridge"
+DAY_CHUNK = 64
+"""Days gathered at once when accumulating the ridge normal equations (bounds memory only)."""
+STATE_VERSION = 1
+
+
+class Baseline:
+    """A fitted baseline: ``predict``, ``state_dict``, ``describe``; rebuild with ``from_state``."""
+
+    kind: str
+
+    def predict(self, panel: Any, day_indices: np.ndarray) -> np.ndarray:
+        """Scores for the given panel days. Shapes: -> [len(day_indices), N, H], NaN where invalid."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors and primitives, safe for ``torch.load(weights_only=True)``."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What was fitted, for the log and the run's config (JSON-serialisable)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def from_state(state: dict[str, Any]) -> "Baseline":
+        """Rebuild a baseline from ``state_dict()`` output."""
+        kind = state.get("kind")
+        if kind in FACTORS:
+            return FactorBaseline(
+                kind=kind, feature=state["feature"], sign=float(state["sign"]),
+                default_sign=float(state["default_sign"]), train_rank_ic=state["train_rank_ic"],
+                train_days=int(state["train_days"]),
+            )
+        if kind == RIDGE_KIND:
+            return RidgeBaseline(
+                feature_names=tuple(state["feature_names"]), weights=state["weights"].double(),
+                alpha=float(state["alpha"]), n_rows=tuple(int(n) for n in state["n_rows"]),
+            )
+        raise ValueError(f"Baseline.from_state: unknown baseline kind {kind!r}; expected one of {sorted([*FACTORS, RIDGE_KIND])}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Panel access
+
+
+def _feature_index(panel: Any, names: tuple[str, ...], kind: str) -> tuple[int, str]:
+    available = list(panel.feature_names)
+    for name in names:
+        if name in available:
+            return available.index(name), name
+    raise ValueError(
+        f"baseline {kind!r} needs feature {' or '.join(names)}, which the panel does not have "
+        f"({len(available)} features loaded: {', '.join(available[:12])}{' ...' if len(available) > 12 else ''}); "
+        "include it in data.features or use a dataset that has it"
+    )
+
+
+def _days(panel: Any, day_indices: np.ndarray) -> torch.Tensor:
+    days = torch.as_tensor(np.asarray(day_indices, dtype=np.int64).reshape(-1), device=panel.valid.device)
+    n_days = panel.valid.shape[0]
+    if days.numel() and (int(days.min()) < 0 or int(days.max()) >= n_days):
+        raise IndexError(f"baseline: day indices must be in 0..{n_days - 1}")
+    return days
+
+
+def _usable_days(panel: Any, train_days: np.ndarray, min_stocks: int) -> np.ndarray:
+    """Training days with at least `min_stocks` valid stocks (as the trainer skips thinner days)."""
+    days = _days(panel, train_days)
+    counts = panel.valid[days].sum(1).cpu().numpy()
+    return days.cpu().numpy()[counts >= min_stocks]
+
+
+def _with_nan(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Scores [B, N, H] with NaN where the stock is invalid (valid [B, N])."""
+    return np.where(valid[..., None], scores, np.nan)
+
+
+# ---------------------------------------------------------------------------------------------
+# Single factors
+
+
+@dataclass
+class FactorBaseline(Baseline):
+    """score = sign * feature, the same for every horizon."""
+
+    kind: str
+    feature: str
+    sign: float
+    """Multiplier applied to the feature: conventional orientation x training-day check."""
+    default_sign: float
+    train_rank_ic: float | None
+    """Mean daily RankIC of the conventionally oriented factor on the training days (horizon 1)."""
+    train_days: int
+
+    def predict(self, panel: Any, day_indices: np.ndarray) -> np.ndarray:
+        idx, _ = _feature_index(panel, (self.feature,), self.kind)
+        days = _days(panel, day_indices)
+        feat = panel.features[days][..., idx].double().cpu().numpy()          # [B, N]
+        valid = panel.valid[days].cpu().numpy()
+        n_h = panel.targets.shape[2]
+        scores = np.repeat((self.sign * feat)[..., None], n_h, axis=2)       # [B, N, H]
+        return _with_nan(scores, valid)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"format_version": STATE_VERSION, "kind": self.kind, "feature": self.feature, "sign": self.sign,
+                "default_sign": self.default_sign, "train_rank_ic": self.train_rank_ic,
+                "train_days": self.train_days}
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "feature": self.feature, "sign": self.sign,
+                "flipped_on_train": self.sign != self.default_sign, "train_rank_ic": self.train_rank_ic,
+                "train_days": self.train_days}
+
+
+def fit_factor(kind: str, panel: Any, train_days: np.ndarray) -> FactorBaseline:
+    """Orient a single factor on the training days (RankIC vs the first horizon's target)."""
+    names, default_sign = FACTORS[kind]
+    idx, feature = _feature_index(panel, names, kind)
+    days = _days(panel, train_days)
+    score = default_sign * panel.features[days][..., idx].double().cpu().numpy()   # [D, N]
+    target = panel.targets[days][..., 0].double().cpu().numpy()
+    valid = panel.valid[days].cpu().numpy()
+    rank_ic = metrics.summarize(score, target, valid)["rank_ic"] if len(score) else None
+    flip = rank_ic is not None and rank_ic < 0
+    return FactorBaseline(kind=kind, feature=feature, sign=-default_sign if flip else default_sign,
+                          default_sign=default_sign, train_rank_ic=rank_ic, train_days=len(score))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ridge
+
+
+@dataclass
+class RidgeBaseline(Baseline):
+    """score_h = features @ weights[:, h]."""
+
+    feature_names: tuple[str, ...]
+    weights: torch.Tensor
+    """[F, H] float64."""
+    alpha: float
+    n_rows: tuple[int, ...]
+    """Training rows per horizon."""
+
+    kind: str = RIDGE_KIND
+
+    def predict(self, panel: Any, day_indices: np.ndarray) -> np.ndarray:
+        if tuple(panel.feature_names) != self.feature_names:
+            raise ValueError(
+                f"ridge baseline was fitted on {len(self.feature_names)} features that differ from the "
+                f"panel's {len(panel.feature_names)}; load the panel with the same data.features"
+            )
+        days = _days(panel, day_indices)
+        x = panel.features[days].double().cpu()                                # [B, N, F]
+        scores = (x @ self.weights).numpy()                                     # [B, N, H]
+        return _with_nan(scores, panel.valid[days].cpu().numpy())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"format_version": STATE_VERSION, "kind": RIDGE_KIND, "feature_names": list(self.feature_names),
+                "weights": self.weights.clone(), "alpha": self.alpha, "n_rows": list(self.n_rows)}
+
+    def describe(self) -> dict[str, Any]:
+        first = self.weights[:, 0]
+        top = torch.argsort(first.abs(), descending=True)[:5].tolist()
+        return {"kind": RIDGE_KIND, "alpha": self.alpha, "n_features": len(self.feature_names),
+                "n_rows": list(self.n_rows),
+                "top_weights_first_horizon": {self.feature_names[i]: round(float(first[i]), 6) for i in top}}
+
+
+def _cs_zscore(target: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """Per (day, horizon) z-score over `ok` cells, 0 elsewhere. Shapes: [D, N, H] -> [D, N, H]."""
+    okf = ok.double()
+    t = torch.where(ok, target, torch.zeros_like(target))
+    n = okf.sum(1, keepdim=True).clamp_min(1.0)
+    mean = t.sum(1, keepdim=True) / n
+    centered = (t - mean) * okf
+    std = torch.sqrt((centered * centered).sum(1, keepdim=True) / n)
+    return torch.where(std > 0, centered / torch.where(std > 0, std, torch.ones_like(std)), torch.zeros_like(std))
+
+
+def fit_ridge(panel: Any, train_days: np.ndarray, alpha: float) -> RidgeBaseline:
+    """Closed-form ridge per horizon on the training days' valid rows (float64)."""
+    n_f, n_h = panel.features.shape[2], panel.targets.shape[2]
+    xtx = torch.zeros(n_h, n_f, n_f, dtype=torch.float64)
+    xty = torch.zeros(n_h, n_f, dtype=torch.float64)
+    rows = torch.zeros(n_h, dtype=torch.float64)
+    days = _days(panel, train_days)
+    for start in range(0, days.numel(), DAY_CHUNK):
+        chunk = days[start:start + DAY_CHUNK]
+        x = panel.features[chunk].double().cpu()                               # [c, N, F]
+        target = panel.targets[chunk].double().cpu()                           # [c, N, H]
+        ok = panel.valid[chunk].cpu()[..., None] & torch.isfinite(target) & torch.isfinite(x).all(-1, keepdim=True)
+        okf = ok.double()
+        x = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+        xtx += torch.einsum("dnf,dnh,dng->hfg", x, okf, x)
+        xty += torch.einsum("dnf,dnh->hf", x, _cs_zscore(target, ok) * okf)
+        rows += okf.sum((0, 1))
+    if (rows == 0).any():
+        raise ValueError(f"ridge baseline: no training rows with a known target for horizon(s) "
+                         f"{[i for i in range(n_h) if rows[i] == 0]} (index into data.horizons)")
+    eye = torch.eye(n_f, dtype=torch.float64)
+    try:
+        weights = torch.linalg.solve(xtx + alpha * eye, xty[..., None])[..., 0].T    # [F, H]
+    except RuntimeError as exc:  # singular X'X with alpha = 0
+        raise ValueError(f"ridge baseline: the normal equations are singular ({exc}); set model.ridge_alpha > 0") from exc
+    return RidgeBaseline(feature_names=tuple(panel.feature_names), weights=weights, alpha=float(alpha),
+                         n_rows=tuple(int(n) for n in rows.tolist()))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def fit_baseline(cfg: RunConfig, panel: Any, train_days: np.ndarray) -> Baseline:
+    """Fit the baseline named by ``cfg.model.kind`` on ``train_days`` (panel day indices) only.
+
+    Training days with fewer than ``cfg.data.min_stocks_per_day`` valid stocks are skipped, as
+    the trainer skips them.
+    """
+    kind = cfg.model.kind
+    days = _usable_days(panel, train_days, cfg.data.min_stocks_per_day)
+    if len(days) == 0:
+        raise ValueError(f"baseline {kind!r}: none of the {len(np.asarray(train_days))} training days has "
+                         f">= data.min_stocks_per_day={cfg.data.min_stocks_per_day} valid stocks")
+    if kind in FACTORS:
+        return fit_factor(kind, panel, days)
+    if kind == RIDGE_KIND:
+        return fit_ridge(panel, days, cfg.model.ridge_alpha)
+    raise ValueError(f"fit_baseline: model.kind={kind!r} is not a baseline; baselines are {', '.join([*FACTORS, RIDGE_KIND])}")
+
+
+def baseline_from_state(state: dict[str, Any]) -> Baseline:
+    """Rebuild a fitted baseline from a checkpoint's ``state["baseline"]`` (= Baseline.from_state)."""
+    return Baseline.from_state(state)

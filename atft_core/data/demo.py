@@ -1,0 +1,181 @@
+"""A synthetic Japanese-equity market with planted, known structure.
+
+Daily return of stock i (sector k) on day t:
+
+    r[t,i] = beta_i * m[t] + s[t,k] + e[t,i] - REVERSAL * e[t-1,i]        (everyone)
+           + LEAD_LAG * mean_{leaders j of k} r[t-1,j]                    (followers only)
+
+m: market factor, s: sector factors, e: Student-t idiosyncratic noise (fat tails). The last term
+is the cross-stock signal: a follower's next-day return loads on what its sector's *leader*
+stocks did today, which none of the follower's own features contain; a model that looks at
+other stocks of the sector (the GAT) can use it. `truth.parquet` in the raw folder holds the
+planted signal per (Code, Date) (the expected part of r[t+1] known at t) and the leader flags.
+
+The raw files (J-Quants-style quotes, listed info, a TOPIX-like index) are written to
+`<out stem>_raw/` and then passed through the same `build` as real data. Same seed, same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .build import BuildParams, build_dataset
+from .errors import DataError
+
+SECTOR33_CODES = (
+    "0050", "1050", "2050", "3050", "3100", "3150", "3200", "3250", "3300", "3350", "3400",
+    "3450", "3500", "3550", "3600", "3650", "3700", "3750", "3800", "4050", "5050", "5100",
+    "5150", "5200", "5250", "6050", "6100", "7050", "7100", "7150", "7200", "8050", "9050",
+)
+"""The 33 TSE sector codes as J-Quants writes them."""
+
+# Definition of the synthetic market (daily scales of a large-cap Japanese stock).
+MARKET_VOL, SECTOR_VOL, IDIO_VOL = 0.010, 0.006, 0.016
+T_DOF = 4
+"""Degrees of freedom of the Student-t idiosyncratic noise (fat tails)."""
+REVERSAL = 0.08
+"""Share of yesterday's idiosyncratic shock that reverses today."""
+LEAD_LAG = 0.28
+"""Loading of a follower's return on its sector leaders' mean return of the previous day."""
+LEADER_SHARE = 0.25
+STOCKS_PER_SECTOR = 12
+NO_TRADE_RATE = 0.0005
+LATE_LISTING_SHARE = 0.08
+TURNOVER_MISSING_SHARE = 0.35
+"""Turnover is missing on the first share of days (as in older J-Quants years)."""
+OUTAGE_AT = 0.6
+"""A whole-market no-trade day (like the TSE outage of 2020-10-01) at this share of the days."""
+FIRST_DAY = dt.date(2016, 1, 4)
+INDEX_HISTORY = 260
+"""Days of index history before the first stock quote (warms up the market z-scores)."""
+MIN_STOCKS, MIN_DAYS = 20, 260
+"""Smallest demo whose 252-day features and cross-sections are meaningful."""
+
+
+def raw_folder(out: Path) -> Path:
+    """Where `demo` writes the raw files for PATH.parquet: PATH_raw/."""
+    return out.with_name(f"{out.stem}_raw")
+
+
+def _dates(n_days: int) -> np.ndarray:
+    start = np.datetime64(FIRST_DAY, "D")
+    return np.busday_offset(start, np.arange(n_days), roll="forward")
+
+
+def _t_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.standard_t(T_DOF, size=shape) / np.sqrt(T_DOF / (T_DOF - 2))
+
+
+def simulate_returns(n_stocks: int, n_days: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Returns [D, N] and the planted structure (sector, leader flags, signal [D, N])."""
+    n_sectors = int(np.clip(n_stocks // STOCKS_PER_SECTOR, 2, len(SECTOR33_CODES)))
+    sector = np.sort(rng.integers(0, n_sectors, n_stocks))
+    sector[:n_sectors] = np.arange(n_sectors)  # every sector has a stock
+    sector = np.sort(sector)
+    leader = np.zeros(n_stocks, bool)
+    for k in range(n_sectors):
+        members = np.flatnonzero(sector == k)
+        leader[members[: max(1, int(round(LEADER_SHARE * len(members))))]] = True
+    beta = rng.uniform(0.6, 1.4, n_stocks)
+    vol_scale = rng.uniform(0.7, 1.4, n_stocks)
+    m = MARKET_VOL * _t_noise(rng, (n_days, 1))
+    s = SECTOR_VOL * rng.standard_normal((n_days, n_sectors))
+    e = IDIO_VOL * vol_scale * _t_noise(rng, (n_days, n_stocks))
+    e_prev = np.vstack([np.zeros((1, n_stocks)), e[:-1]])
+    r = beta * m + s[:, sector] + e - REVERSAL * e_prev
+    lead_mean = np.stack([r[:, leader & (sector == k)].mean(axis=1) for k in range(n_sectors)], axis=1)
+    signal = np.where(leader, 0.0, LEAD_LAG * lead_mean[:, sector])  # known at t, pays at t+1
+    r[1:] += signal[:-1]
+    return {"r": np.clip(r, -0.5, 1.0), "m": m[:, 0], "sector": sector, "leader": leader, "signal": signal}
+
+
+def _quotes(sim: dict, dates: np.ndarray, codes: list[str], rng: np.random.Generator) -> pl.DataFrame:
+    r = sim["r"]
+    n_days, n_stocks = r.shape
+    close = rng.lognormal(7.2, 0.8, n_stocks) * np.cumprod(1 + r, axis=0)
+    prev = np.vstack([close[:1] / (1 + r[:1]), close[:-1]])
+    open_ = prev * (1 + 0.3 * r + 0.002 * rng.standard_normal(r.shape))
+    high = np.maximum(open_, close) * (1 + np.abs(0.006 * rng.standard_normal(r.shape)))
+    low = np.minimum(open_, close) * (1 - np.abs(0.006 * rng.standard_normal(r.shape)))
+    volume = np.round(rng.lognormal(12, 1, n_stocks) * np.exp(0.3 * rng.standard_normal(r.shape) + 15 * np.abs(r)), -2)
+    turnover = volume * (open_ + close) / 2
+    turnover[: int(TURNOVER_MISSING_SHARE * n_days)] = np.nan
+    no_trade = rng.random(r.shape) < NO_TRADE_RATE
+    no_trade[int(OUTAGE_AT * n_days)] = True
+    for a in (open_, high, low, close, turnover):
+        a[no_trade] = np.nan
+    volume[no_trade] = 0.0
+    listed = np.zeros(r.shape, bool)
+    late = rng.random(n_stocks) < LATE_LISTING_SHARE
+    first = np.where(late, rng.integers(int(0.1 * n_days), int(0.6 * n_days), n_stocks), 0)
+    listed[np.arange(n_days)[:, None] >= first[None, :]] = True
+    rows = np.nonzero(listed)  # day-major: sorted by (Date, Code) like J-Quants exports
+    return pl.DataFrame({
+        "Date": dates[rows[0]].astype("datetime64[D]"),
+        "Code": np.asarray(codes)[rows[1]],
+        "AdjustmentOpen": open_[rows], "AdjustmentHigh": high[rows], "AdjustmentLow": low[rows],
+        "AdjustmentClose": close[rows], "AdjustmentVolume": volume[rows], "TurnoverValue": turnover[rows],
+    })
+
+
+def _index(sim: dict, dates: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
+    """TOPIX-like index of the market factor, with INDEX_HISTORY earlier days (as real TOPIX has)."""
+    early = MARKET_VOL * _t_noise(rng, (INDEX_HISTORY,))
+    dates = np.concatenate([np.busday_offset(dates[0], np.arange(-INDEX_HISTORY, 0), roll="backward"), dates])
+    close = 1500.0 * np.cumprod(1 + np.concatenate([early, sim["m"]]))
+    prev = np.concatenate([[1500.0], close[:-1]])
+    return pl.DataFrame({"Date": dates.astype("datetime64[D]"), "Code": "0000", "Open": prev,
+                         "High": np.maximum(prev, close), "Low": np.minimum(prev, close), "Close": close})
+
+
+def _write_parquet(df: pl.DataFrame, path: Path) -> None:
+    # pyarrow with fixed options and no custom metadata: the same frame gives the same bytes
+    pq.write_table(df.to_arrow().cast(pa.schema([
+        pa.field(f.name, pa.string() if f.name == "Code" else f.type) for f in df.to_arrow().schema])),
+        path, compression="zstd")
+
+
+def write_raw(out_dir: Path, n_stocks: int, n_days: int, seed: int) -> dict[str, Path]:
+    """Write quotes, listed info, index and truth for a demo market; returns their paths."""
+    if n_stocks < MIN_STOCKS or n_days < MIN_DAYS:
+        raise DataError(f"demo: need at least {MIN_STOCKS} stocks and {MIN_DAYS} days, got {n_stocks} x {n_days}")
+    if n_stocks > 8699:
+        raise DataError(f"demo: at most 8699 stocks (4-digit codes), got {n_stocks}")
+    rng = np.random.default_rng(seed)
+    sim = simulate_returns(n_stocks, n_days, rng)
+    dates = _dates(n_days)
+    codes = [f"{1301 + i:04d}0" for i in range(n_stocks)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {k: out_dir / v for k, v in (("quotes", "daily_quotes.parquet"), ("listed_info", "listed_info.csv"),
+                                          ("index", "topix.parquet"), ("truth", "truth.parquet"))}
+    _write_parquet(_quotes(sim, dates, codes, rng), paths["quotes"])
+    sectors = [SECTOR33_CODES[k] for k in sim["sector"]]
+    pl.DataFrame({"Code": codes, "CompanyName": [f"Demo {c[:4]}" for c in codes],
+                  "Sector17Code": [str(1 + k % 17) for k in sim["sector"]], "Sector33Code": sectors,
+                  "Sector33CodeName": [f"Sector {s}" for s in sectors]}).write_csv(paths["listed_info"])
+    _write_parquet(_index(sim, dates, rng), paths["index"])
+    day, stock = np.meshgrid(np.arange(n_days), np.arange(n_stocks), indexing="ij")
+    _write_parquet(pl.DataFrame({
+        "Date": dates[day.ravel()].astype("datetime64[D]"), "Code": np.asarray(codes)[stock.ravel()],
+        "is_leader": sim["leader"][stock.ravel()], "signal": sim["signal"].ravel(),
+    }), paths["truth"])
+    return paths
+
+
+def make_demo(out: str | Path, n_stocks: int = 300, n_days: int = 750, seed: int = 0,
+              log: Callable[[str], None] | None = None):
+    """Write a demo market's raw files next to `out` and build `out` from them (DatasetSummary)."""
+    out = Path(out)
+    if out.suffix != ".parquet":
+        raise DataError(f"--out {out}: the dataset must be a .parquet file")
+    paths = write_raw(raw_folder(out), n_stocks, n_days, seed)
+    if log:
+        log(f"demo market: {n_stocks} stocks x {n_days} days, seed {seed}, raw files in {raw_folder(out)}")
+    return build_dataset(paths["quotes"], paths["listed_info"], out, index=paths["index"], params=BuildParams(), log=log)

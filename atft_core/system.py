@@ -1,0 +1,387 @@
+"""The machine (GPUs, disk, RAM, CPUs) and the pre-flight checklist; `python -m atft_core.system`.
+
+Library API::
+
+    machine_status(probes=None, paths=("runs",)) -> MachineStatus
+    preflight(cfg, runs_dir, probes=None) -> list[CheckItem]     # verdict 'pass'|'warn'|'fail'
+    verdict(items) -> 'pass' | 'warn' | 'fail'
+
+No GPU, or no NVIDIA driver, is a normal state: the checklist says training will use the CPU.
+Every probe is a field of `Probes`, so tests can fake a full disk or a busy GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from atft_core.config import ConfigError, RunConfig, build_config, parse_overrides, resolve
+
+GiB = 1024**3
+BYTES_PER_VALUE = 4
+"""fp32 parameters and panel values."""
+OPTIMIZER_STATES = 2
+"""Adam(W) keeps two moments per parameter, saved in the checkpoint with the weights."""
+CHECKPOINT_COPIES = 2
+"""best.pt and last.pt."""
+LOG_ALLOWANCE_BYTES = 256 * 1024**2
+"""Room for train.log, metrics.jsonl and predictions.parquet of one run."""
+DISK_SAFETY_FACTOR = 2.0
+"""Free disk must cover this many times what a run writes, or the check fails."""
+LOW_DISK_BYTES = 2 * GiB
+"""Free disk left after a run below this is a warning."""
+MEMORY_WARN_FRACTION = 0.5
+"""A panel taking more than this share of free device memory leaves little for activations."""
+BUSY_GPU_UTILIZATION = 10
+"""GPU utilisation (%) above which the GPU counts as busy."""
+
+
+@dataclass
+class GpuInfo:
+    """One GPU as NVML reports it."""
+
+    index: int
+    name: str
+    memory_total: int
+    memory_free: int
+    utilization: int | None = None
+    processes: list[dict[str, Any]] = field(default_factory=list)
+    """Running compute processes: {"pid", "used_memory"}."""
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.processes) or (self.utilization or 0) > BUSY_GPU_UTILIZATION
+
+
+def _nvml_gpus() -> list[GpuInfo]:
+    """GPUs from nvidia-ml-py; raises (pynvml.NVMLError) when there is no driver."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        return [_nvml_gpu(pynvml, i) for i in range(pynvml.nvmlDeviceGetCount())]
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _nvml_gpu(pynvml: Any, index: int) -> GpuInfo:
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    name = pynvml.nvmlDeviceGetName(handle)
+    mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    try:
+        util = int(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+    except pynvml.NVMLError:
+        util = None
+    try:
+        procs = [{"pid": p.pid, "used_memory": p.usedGpuMemory}
+                 for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)]
+    except pynvml.NVMLError:
+        procs = []
+    return GpuInfo(index, name.decode() if isinstance(name, bytes) else str(name),
+                   int(mem.total), int(mem.free), util, procs)
+
+
+def _disk_free(path: Path | str) -> int:
+    """Free bytes on the file system that holds `path` (or its nearest existing parent)."""
+    p = Path(path).resolve()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def _ram() -> tuple[int, int]:
+    mem = psutil.virtual_memory()
+    return int(mem.total), int(mem.available)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@dataclass
+class Probes:
+    """How the machine is measured; replace any field to fake a state in tests."""
+
+    disk_free: Callable[[Path | str], int] = _disk_free
+    ram: Callable[[], tuple[int, int]] = _ram
+    """(total, available) bytes."""
+    gpus: Callable[[], list[GpuInfo]] = _nvml_gpus
+    """May raise when there is no driver: that means no GPU."""
+    cpu_count: Callable[[], int] = lambda: psutil.cpu_count() or 1
+    cuda_available: Callable[[], bool] = _cuda_available
+    """Whether this torch build can use CUDA (a CPU-only torch cannot, GPU or not)."""
+
+
+@dataclass
+class MachineStatus:
+    """A snapshot of the machine."""
+
+    gpus: list[GpuInfo]
+    gpu_note: str
+    """Why there is no GPU ('' when NVML answered)."""
+    cuda_available: bool
+    ram_total: int
+    ram_available: int
+    cpu_count: int
+    disk_free: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """Human-readable lines."""
+        lines = [f"CPU: {self.cpu_count} cores; RAM {_gib(self.ram_available)} free of {_gib(self.ram_total)}"]
+        if not self.gpus:
+            lines.append(f"GPU: none ({self.gpu_note or 'no device'}); training will use the CPU")
+        for g in self.gpus:
+            procs = ", ".join(f"pid {p['pid']}" for p in g.processes) or "no processes"
+            lines.append(f"GPU {g.index}: {g.name}, {_gib(g.memory_free)} free of {_gib(g.memory_total)}, "
+                         f"utilisation {g.utilization if g.utilization is not None else '?'}%, {procs}")
+        lines += [f"disk: {_gib(free)} free at {path}" for path, free in self.disk_free.items()]
+        return "\n".join(lines)
+
+
+def _gib(n: float) -> str:
+    """Bytes as GiB, or MiB below 1 GiB (a tiny panel is not '0.0 GiB')."""
+    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / 1024**2:.1f} MiB"
+
+
+def machine_status(probes: Probes | None = None, paths: Sequence[Path | str] = ("runs",)) -> MachineStatus:
+    """Probe GPUs, RAM, CPUs and free disk at `paths`."""
+    probes = probes or Probes()
+    try:
+        gpus, note = list(probes.gpus()), ""
+    except Exception as exc:  # noqa: BLE001 - any NVML failure just means "no usable GPU"
+        gpus, note = [], f"{type(exc).__name__}: {exc}"
+    try:
+        cuda = bool(probes.cuda_available())
+    except Exception:  # noqa: BLE001
+        cuda = False
+    total, available = probes.ram()
+    return MachineStatus(gpus, note, cuda, total, available, int(probes.cpu_count()),
+                         {str(p): int(probes.disk_free(p)) for p in paths})
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-flight checklist
+
+
+@dataclass
+class CheckItem:
+    """One line of the checklist."""
+
+    name: str
+    verdict: str
+    """'pass', 'warn' or 'fail'."""
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Dataset:
+    n_stocks: int
+    n_days: int
+    n_features: int
+    has_sector: bool
+    warnings: list[str]
+
+
+def verdict(items: Sequence[CheckItem]) -> str:
+    """'fail' if any item fails, else 'warn' if any warns, else 'pass'."""
+    found = {i.verdict for i in items}
+    return "fail" if "fail" in found else "warn" if "warn" in found else "pass"
+
+
+def _dataset_summary(path: str) -> _Dataset:
+    """The data helper's validation (raises DataError / OSError for a bad or missing file)."""
+    from atft_core.data.validate import validate_dataset
+
+    s = validate_dataset(path)
+    return _Dataset(int(s.n_stocks), int(s.n_days), int(s.n_features), bool(s.has_sector), list(s.warnings))
+
+
+def _panel_bytes(cfg: RunConfig, ds: _Dataset) -> int:
+    from atft_core.data.panel import estimate_panel_bytes
+
+    return int(estimate_panel_bytes(ds.n_days, ds.n_stocks, ds.n_features, len(cfg.data.horizons)))
+
+
+def count_parameters(cfg: RunConfig, n_features: int) -> int:
+    """Trainable parameters of the configured model (baselines: their coefficients)."""
+    n_horizons = len(cfg.data.horizons)
+    if cfg.model.kind == "ridge":
+        return (n_features + 1) * n_horizons
+    if cfg.model.kind != "atft_gat_fan":
+        return 0
+    from atft_core.model import ATFTGATFAN
+
+    model = ATFTGATFAN(cfg.model, n_features, n_horizons)
+    return sum(p.numel() for p in model.parameters())
+
+
+def checkpoint_bytes(n_params: int) -> int:
+    """Disk for the kept checkpoints: weights + optimizer states, best and last."""
+    return n_params * BYTES_PER_VALUE * (1 + OPTIMIZER_STATES) * CHECKPOINT_COPIES
+
+
+def _check_dataset(cfg: RunConfig) -> tuple[list[CheckItem], _Dataset | None]:
+    path = cfg.data.path
+    if not Path(path).is_file():
+        return [CheckItem("dataset", "fail", f"{path} does not exist; build it with `python -m atft_core.data`")], None
+    try:
+        ds = _dataset_summary(path)
+    except ImportError as exc:
+        return [CheckItem("dataset", "warn", f"cannot validate {path}: {exc}")], None
+    except Exception as exc:  # noqa: BLE001 - DataError, unreadable parquet: all mean "invalid"
+        return [CheckItem("dataset", "fail", f"{path} is invalid: {exc}")], None
+    items = [CheckItem("dataset", "warn" if ds.warnings else "pass",
+                       f"{ds.n_stocks} stocks x {ds.n_days} days x {ds.n_features} features"
+                       + (f"; warnings: {'; '.join(ds.warnings)}" if ds.warnings else ""))]
+    items.append(CheckItem("sector", "pass", "Sector33Code present: sector edges available") if ds.has_sector
+                 else CheckItem("sector", "warn", "no Sector33Code column: the graph gets no same-sector edges"))
+    return items, ds
+
+
+def _check_device(cfg: RunConfig, machine: MachineStatus) -> tuple[CheckItem, RunConfig | None]:
+    try:
+        eff = resolve(cfg, cuda_available=machine.cuda_available, cpu_count=machine.cpu_count)
+    except ConfigError as exc:
+        return CheckItem("device", "fail", str(exc)), None
+    device = eff.runtime.device
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        gpu = next((g for g in machine.gpus if g.index == index), None)
+        if gpu is not None and gpu.busy:
+            pids = ", ".join(str(p["pid"]) for p in gpu.processes) or "none listed"
+            return CheckItem("device", "warn", f"{gpu.name} is busy (utilisation {gpu.utilization}%, processes: {pids})"), eff
+        name = gpu.name if gpu else device
+        return CheckItem("device", "pass", f"training on {name} ({eff.train.mode} mode, {eff.runtime.precision})"), eff
+    if machine.gpus and not machine.cuda_available:
+        why = f"{len(machine.gpus)} GPU(s) present but this torch build has no CUDA; training will use the CPU"
+    elif machine.gpus:
+        why = "runtime.device=cpu: training will use the CPU although a GPU is present"
+    else:
+        why = f"no GPU ({machine.gpu_note or 'none found'}): training will use the CPU"
+    return CheckItem("device", "pass", f"{why} ({machine.cpu_count} cores, {eff.runtime.num_threads} threads)"), eff
+
+
+def _check_memory(eff: RunConfig, ds: _Dataset, machine: MachineStatus) -> CheckItem:
+    try:
+        need = _panel_bytes(eff, ds)
+    except ImportError as exc:
+        return CheckItem("panel memory", "warn", f"cannot estimate the panel size: {exc}")
+    device = eff.runtime.device
+    on_gpu = device.startswith("cuda") and eff.train.mode == "optimized"
+    if on_gpu:
+        index = int(device.split(":")[1]) if ":" in device else 0
+        gpu = next((g for g in machine.gpus if g.index == index), None)
+        where, free = f"GPU {index}", (gpu.memory_free if gpu else 0)
+    else:
+        where, free = "RAM", machine.ram_available
+    text = f"panel needs ~{_gib(need)} in {where}, {_gib(free)} free"
+    if need > free:
+        return CheckItem("panel memory", "fail", text + ": it does not fit")
+    if need > MEMORY_WARN_FRACTION * free:
+        return CheckItem("panel memory", "warn", text + ": little room left for activations")
+    return CheckItem("panel memory", "pass", text)
+
+
+def _check_disk(runs_dir: Path, ckpt: int, ckpt_detail: str, probes: Probes) -> CheckItem:
+    need = ckpt + LOG_ALLOWANCE_BYTES
+    free = probes.disk_free(runs_dir)
+    text = f"{_gib(free)} free at {runs_dir}; a run writes ~{_gib(need)} ({ckpt_detail} + logs)"
+    if free < need * DISK_SAFETY_FACTOR:
+        return CheckItem("disk (runs)", "fail", text + f": need at least {_gib(need * DISK_SAFETY_FACTOR)}")
+    if free - need < LOW_DISK_BYTES:
+        return CheckItem("disk (runs)", "warn", text + ": low headroom")
+    return CheckItem("disk (runs)", "pass", text)
+
+
+def _check_checkpoint(cfg: RunConfig, n_features: int, items: list[CheckItem]) -> tuple[int, str]:
+    """Append the checkpoint-size item; returns (bytes, detail)."""
+    try:
+        n_params = count_parameters(cfg, n_features)
+    except Exception as exc:  # noqa: BLE001 - the model may refuse a config; say so, assume small
+        items.append(CheckItem("checkpoint size", "warn", f"cannot build the model to count parameters: {exc}"))
+        return 0, "checkpoint size unknown"
+    ckpt = checkpoint_bytes(n_params)
+    detail = f"{n_params:,} parameters -> checkpoints ~{ckpt / 1024**2:.1f} MiB"
+    items.append(CheckItem("checkpoint size", "pass", detail + f" ({CHECKPOINT_COPIES} copies)"))
+    return ckpt, detail
+
+
+def preflight(cfg: RunConfig, runs_dir: Path | str, probes: Probes | None = None) -> list[CheckItem]:
+    """The checklist for training `cfg` into `runs_dir`; see `verdict` for the overall answer."""
+    probes = probes or Probes()
+    runs_dir = Path(runs_dir)
+    data_dir = Path(cfg.data.path).expanduser().resolve().parent
+    machine = machine_status(probes, paths=(runs_dir, data_dir))
+    device_item, eff = _check_device(cfg, machine)
+    items, ds = _check_dataset(cfg)
+    items.append(device_item)
+    n_features = len(cfg.data.features) or (ds.n_features if ds else 0)
+    if eff is not None and ds is not None:
+        items.append(_check_memory(eff, ds, machine))
+    if not n_features:
+        ckpt, ckpt_detail = 0, "checkpoint size unknown"
+        items.append(CheckItem("checkpoint size", "pass", "unknown until the dataset can be read"))
+    else:
+        ckpt, ckpt_detail = _check_checkpoint(cfg, n_features, items)
+    items.append(_check_disk(runs_dir, ckpt, ckpt_detail, probes))
+    data_free = machine.disk_free[str(data_dir)]
+    items.append(CheckItem("disk (dataset)", "warn" if data_free < LOW_DISK_BYTES else "pass",
+                           f"{_gib(data_free)} free at {data_dir}"))
+    items.append(CheckItem("ram", "pass", f"{_gib(machine.ram_available)} available of {_gib(machine.ram_total)}"))
+    items.append(CheckItem("cpu", "pass", f"{machine.cpu_count} cores"))
+    return items
+
+
+def format_checklist(items: Sequence[CheckItem]) -> str:
+    """One line per item plus the overall verdict."""
+    width = max(len(i.name) for i in items)
+    lines = [f"[{i.verdict.upper():4}] {i.name.ljust(width)}  {i.detail}" for i in items]
+    return "\n".join(lines + [f"verdict: {verdict(items)}"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: machine status, plus the pre-flight checklist for a config. Exit 1 when it fails."""
+    parser = argparse.ArgumentParser(prog="python -m atft_core.system",
+                                     description="Machine status and pre-flight check (more: --section.field=value).")
+    parser.add_argument("--config", help="JSON config file to check")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--json", action="store_true")
+    args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        overrides, rest = parse_overrides(extra)
+        if rest:
+            raise ConfigError(f"unrecognised arguments: {' '.join(rest)}")
+        cfg = build_config(args.config, overrides) if (args.config or overrides) else None
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    machine = machine_status(paths=(args.runs_dir,))
+    items = preflight(cfg, args.runs_dir) if cfg else []
+    if args.json:
+        print(json.dumps({"machine": machine.to_dict(), "checks": [i.to_dict() for i in items],
+                          "verdict": verdict(items) if items else None}, indent=2))
+    else:
+        print(machine.describe())
+        if items:
+            print(format_checklist(items))
+    return 1 if items and verdict(items) == "fail" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Benchmark of `build`: the real shared data, then synthetic scaling up to 4,000 x 2,500.
+
+Targets: real data (943 stocks x 2,191 days) under 30 s wall and 4 GiB peak RSS on a 2-core
+machine; synthetic 4,000 stocks x 2,500 days under 3 minutes, scaling linearly.
+Each build runs in its own subprocess, which reports its own peak RSS (getrusage).
+
+    python bench/bench_build.py [--sizes 1000x2500,2000x2500,4000x2500] [--skip-real]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def _child(args: list[str]) -> None:
+    """Run one build in this process and print wall seconds and peak RSS as JSON."""
+    sys.path.insert(0, str(ROOT))
+    from atft_core.data.build import build_dataset
+
+    quotes, listed, index, out = args
+    t0 = time.perf_counter()
+    summary = build_dataset(quotes, listed, out, index=index)
+    wall = time.perf_counter() - t0
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"wall_s": wall, "peak_rss_gib": rss_kib / 2**20, "rows": summary.n_rows,
+                      "stocks": summary.n_stocks, "days": summary.n_days, "features": summary.n_features}))
+
+
+def _run(quotes, listed, index, out) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(quotes), str(listed), str(index), str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--sizes", default="1000x2500,2000x2500,4000x2500")
+    p.add_argument("--skip-real", action="store_true")
+    args = p.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from atft_core.data.demo import write_raw
+
+    print(f"machine: {_machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if not args.skip_real and (SHARED / "jquants_daily_quotes_2016_2024.parquet").exists():
+            r = _run(SHARED / "jquants_daily_quotes_2016_2024.parquet", SHARED / "jquants_listed_info.csv",
+                     SHARED / "jquants_topix_2004_2024.parquet", tmp / "real.parquet")
+            ok = r["wall_s"] < 30 and r["peak_rss_gib"] < 4
+            print(f"real   {r['stocks']} stocks x {r['days']} days, {r['rows']:,} rows, {r['features']} features: "
+                  f"{r['wall_s']:.1f} s, peak RSS {r['peak_rss_gib']:.2f} GiB  [{'OK' if ok else 'OVER TARGET'}: <30 s, <4 GiB]")
+        for size in args.sizes.split(","):
+            n, d = (int(v) for v in size.split("x"))
+            raw = write_raw(tmp / f"raw_{n}x{d}", n, d, seed=0)
+            r = _run(raw["quotes"], raw["listed_info"], raw["index"], tmp / f"syn_{n}x{d}.parquet")
+            per_m = r["wall_s"] / (r["rows"] / 1e6)
+            print(f"synth  {n} stocks x {d} days, {r['rows']:,} rows: {r['wall_s']:.1f} s "
+                  f"({per_m:.1f} s per million stock-days), peak RSS {r['peak_rss_gib']:.2f} GiB")
+            (tmp / f"syn_{n}x{d}.parquet").unlink()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _child(sys.argv[2:])
+    else:
+        main()

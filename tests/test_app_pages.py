@@ -1,0 +1,244 @@
+"""AppTest of every page: what each shows, inline errors, the pre-flight block, a real tiny run.
+
+The app reads ATFT_DATA_DIR / ATFT_RUNS_DIR (only in app.py), so each test points it at tmp
+folders. AppTest never fires `run_every` timers: following a run means calling run() again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from atft_core.data.validate import validate_dataset
+from atft_core.config import ModelConfig, RunConfig, TrainConfig
+from atft_core.run_files import MetricsWriter, RunFiles, update_status, write_json_atomic
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 90
+TINY = {"data.lookback": 5, "model.hidden_size": 8, "train.phase_epochs": "1, 1, 0, 0",
+        "data.horizons": "1, 5", "model.gat_heads": 2, "model.encoder_heads": 2, "model.fan_top_k": 2}
+"""A run that really trains, in seconds, on the 40-stock x 260-day demo."""
+
+
+@pytest.fixture(scope="module")
+def demo_file(tmp_path_factory) -> Path:
+    from atft_core.data.demo import make_demo
+
+    out = tmp_path_factory.mktemp("demo") / Path(RunConfig().data.path).name
+    make_demo(out, n_stocks=40, n_days=260, seed=0)
+    return out
+
+
+@pytest.fixture
+def dirs(tmp_path, demo_file, monkeypatch):
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    data.mkdir()
+    shutil.copy(demo_file, data / demo_file.name)
+    monkeypatch.setenv("ATFT_DATA_DIR", str(data))
+    monkeypatch.setenv("ATFT_RUNS_DIR", str(runs))
+    monkeypatch.chdir(REPO)
+    return data, runs
+
+
+def app() -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    return at.run()
+
+
+def open_page(at: AppTest, page: str) -> AppTest:
+    return at.switch_page(f"app_pages/{page}.py").run()
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    return [str(e.value) for e in getattr(at, kind)]
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def set_fields(at: AppTest, values: dict) -> AppTest:
+    for key, value in values.items():
+        found = next(w for kind in ("text_input", "number_input", "selectbox", "checkbox")
+                     for w in getattr(at, kind) if w.key == f"cfg.{key}")
+        found.set_value(value)
+    return at.run()
+
+
+def widget(at: AppTest, kind: str, key: str):
+    return next(w for w in getattr(at, kind) if w.key == key)
+
+
+def launch_button(at: AppTest):
+    return next(b for b in at.button if b.label == "Launch")
+
+
+# ---------------------------------------------------------------------------------------------
+# New run
+
+
+def test_new_run_shows_datasets_and_config_defaults(dirs):
+    data, _ = dirs
+    at = app()
+    no_exceptions(at)
+    assert texts(at, "title") == ["New run"]
+    table = at.dataframe[0].value
+    row = table[table["dataset"] == "demo.parquet"].iloc[0]
+    summary = validate_dataset(data / "demo.parquet")
+    assert (row["stocks"], row["days"], row["features"]) == (40, summary.n_days, summary.n_features)
+    assert widget(at, "number_input", "cfg.model.hidden_size").value == ModelConfig().hidden_size
+    assert widget(at, "text_input", "cfg.train.lr").value == repr(TrainConfig().lr)
+    assert widget(at, "text_input", "cfg.train.phase_epochs").value == ", ".join(map(str, TrainConfig().phase_epochs))
+    assert widget(at, "selectbox", "cfg.model.kind").value == ModelConfig().kind
+    assert widget(at, "selectbox", "cfg.data.path").value.endswith("demo.parquet")
+    checks = at.dataframe[1].value
+    assert {"dataset", "device"} <= set(checks["check"]) and set(checks["verdict"]) <= {"pass", "warn", "fail"}
+
+
+def test_invalid_input_is_explained_next_to_the_field(dirs):
+    at = set_fields(app(), {"train.lr": "abc", "model.hidden_size": -8})
+    no_exceptions(at)
+    errors = texts(at, "error")
+    assert any(e.startswith("train.lr: expected a number, got 'abc'") for e in errors), errors
+    assert any("Invalid settings" in e and "train.lr" in e for e in errors)
+    assert not [b for b in at.button if b.label == "Launch"]  # nothing to launch, no checklist
+    at = set_fields(at, {"train.lr": "0.01"})
+    assert not any("train.lr" in e for e in texts(at, "error"))
+    assert any(e.startswith("model.hidden_size") for e in texts(at, "error"))
+
+
+def test_preflight_fail_blocks_launch(dirs):
+    data, runs = dirs
+    (data / "broken.parquet").write_bytes(b"this is not parquet")
+    at = app()
+    bad = str((data / "broken.parquet").resolve())
+    at = set_fields(at, {"data.path": bad})
+    no_exceptions(at)
+    checks = at.dataframe[1].value
+    assert checks[checks["check"] == "dataset"].iloc[0]["verdict"] == "fail"
+    assert any("Launch is blocked" in e for e in texts(at, "error"))
+    assert launch_button(at).disabled
+    assert not any(runs.iterdir()) if runs.exists() else True
+
+
+def test_launch_tiny_demo_run_and_follow_it_to_the_end(dirs):
+    data, runs = dirs
+    at = set_fields(app(), {**TINY})
+    at.text_input(key="run_name").set_value("tiny").run()
+    no_exceptions(at)
+    warned = [c for c in at.checkbox if c.key == "confirm_warnings"]
+    if warned:
+        assert launch_button(at).disabled  # warnings need a confirmation first
+        warned[0].check().run()
+    launch_button(at).click().run()
+    launch_button_gone = not [b for b in at.button if b.label == "Launch"]
+    assert launch_button_gone and texts(at, "title") == ["Run"], texts(at, "error")
+    run_ids = [p.name for p in runs.iterdir() if not p.name.startswith(".")]
+    assert len(run_ids) == 1
+    deadline = time.time() + TIMEOUT
+    while time.time() < deadline:
+        time.sleep(1.0)
+        at.run()
+        status = [m.value for m in at.metric if m.label == "Status"]
+        if status and any(s in status[0] for s in ("completed", "early_stopped", "failed", "crashed")):
+            break
+    no_exceptions(at)
+    assert "completed" in status[0], (status, at.code[0].value if at.code else "")
+    assert [m.value for m in at.metric if m.label == "Epoch"] == ["2 / 2"]
+    assert len(at.get("vega_lite_chart")) >= 2 + 6  # RankIC, losses, ... + 3 per evaluated split
+    assert any(c.startswith("val/rank_ic logged for 2 epoch(s)") for c in texts(at, "caption"))
+    markdown = " ".join(texts(at, "markdown"))
+    assert "**Validation** (1d): RankIC" in markdown and "**Test** (1d)" in markdown
+    resolved = next(d.value for d in at.dataframe if "requested" in d.value.columns)
+    assert "runtime.device" in set(resolved["setting"])  # 'auto' as requested, 'cpu' as run
+    checkpoints = [d for d in at.dataframe if "file" in d.value.columns]
+    assert {"best.pt", "last.pt"} <= set(checkpoints[0].value["file"])
+    # Back on New run with the same settings (a second click of that submission): no new run.
+    at = set_fields(set_fields(open_page(at, "new_run"), TINY), {})
+    at.text_input(key="run_name").set_value("tiny").run()
+    if [c for c in at.checkbox if c.key == "confirm_warnings"]:
+        next(c for c in at.checkbox if c.key == "confirm_warnings").check().run()
+    assert any(run_ids[0] in i and "repeated click starts nothing" in i for i in texts(at, "info"))
+    assert launch_button(at).disabled
+    next(b for b in at.button if b.label.startswith("Launch another")).click().run()
+    assert not launch_button(at).disabled  # a deliberate new submission may launch again
+    assert [p.name for p in runs.iterdir() if not p.name.startswith(".")] == run_ids
+
+
+# ---------------------------------------------------------------------------------------------
+# Run, Compare, System, Data on run folders in the real format
+
+
+def fake_run(runs: Path, run_id: str, hidden: int, rank_ics: list[float], tags=("t",)) -> None:
+    files = RunFiles(runs / run_id)
+    files.checkpoints.mkdir(parents=True)
+    cfg = RunConfig().replace(**{"model.hidden_size": hidden}).to_dict()
+    write_json_atomic(files.config, {"config": cfg, "requested": cfg, "resolved": {}})
+    write_json_atomic(files.run_info, {"id": run_id, "name": f"n-{run_id}", "tags": list(tags), "created": time.time()})
+    update_status(files, state="completed", epoch=len(rank_ics), epochs_planned=len(rank_ics), phase=1,
+                  started=time.time() - 10, ended=time.time())
+    with MetricsWriter(files.metrics) as writer:
+        for epoch, value in enumerate(rank_ics, start=1):
+            writer.log(epoch=epoch, step=epoch * 10, phase=0 if epoch == 1 else 1,
+                       values={"val/rank_ic": value, "val/loss": 1.0 / epoch, "train/loss": 2.0 / epoch})
+
+
+def test_compare_shows_only_settings_that_differ_and_best_final(dirs):
+    _, runs = dirs
+    runs.mkdir()
+    fake_run(runs, "run-a", 16, [0.01, 0.04, 0.02])
+    fake_run(runs, "run-b", 32, [0.03, 0.02])
+    at = open_page(app(), "compare")
+    no_exceptions(at)
+    assert sorted(at.multiselect(key="compare_runs").value) == ["run-a", "run-b"]
+    diff = at.table[0].value
+    assert diff["setting"].tolist() == ["model.hidden_size"]
+    assert sorted(diff.iloc[0][["run-a", "run-b"]].tolist()) == ["16", "32"]
+    table = next(d.value for d in at.dataframe if "best" in d.value.columns)
+    best = table[(table["run"] == "run-a") & (table["metric"] == "val/rank_ic")].iloc[0]
+    assert (best["best"], best["best_epoch"], best["final"]) == (0.04, 2, 0.02)
+    assert at.get("download_button")
+    at.multiselect(key="compare_runs").set_value(["run-a"]).run()
+    assert "The chosen runs have identical settings." in texts(at, "caption")
+
+
+def test_run_page_of_a_finished_run_without_predictions(dirs):
+    _, runs = dirs
+    runs.mkdir()
+    fake_run(runs, "run-a", 16, [0.01, 0.04, 0.02])
+    at = open_page(app(), "run")
+    no_exceptions(at)
+    assert [m.value for m in at.metric if m.label == "Epoch"] == ["3 / 3"]
+    assert [m.value for m in at.metric if m.label == "Best val RankIC"] == ["0.0400"]
+    assert any("no predictions" in i for i in texts(at, "info"))
+    assert [b.label for b in at.button] == ["Resume"]
+
+
+def test_system_page_shows_the_machine(dirs):
+    at = open_page(app(), "system")
+    no_exceptions(at)
+    cores = [m.value for m in at.metric if m.label == "CPU cores"]
+    assert cores == [str(psutil.cpu_count())]
+    assert "No run is training now." in texts(at, "caption")
+
+
+def test_data_page_lists_datasets_and_shows_build_errors_like_the_cli(dirs, tmp_path):
+    data, _ = dirs
+    at = open_page(app(), "data")
+    no_exceptions(at)
+    table = at.dataframe[0].value
+    assert table.iloc[0]["dataset"] == "demo.parquet" and table.iloc[0]["stocks"] == 40
+    assert any(validate_dataset(data / "demo.parquet").to_text() in c.value for c in at.code)
+    missing = tmp_path / "nope.parquet"
+    at.text_input(key="quotes_path").set_value(str(missing))
+    at.text_input(key="listed_path").set_value(str(missing))
+    at.run()
+    next(b for b in at.button if b.label == "Build dataset").click().run()
+    errors = texts(at, "error")
+    assert any(e.startswith("error: ") and "nope.parquet" in e for e in errors), errors
+    assert not (data / "jquants.parquet").exists()

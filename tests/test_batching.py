@@ -1,0 +1,89 @@
+"""Day batches: rows, windows, targets and per-day edges gathered from a small panel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from atft_core.batching import DayBatch, make_day_batch
+from atft_core.config import ModelConfig
+from atft_core.graph import GraphCache
+
+from atft_core.data.panel import Panel
+
+
+def make_panel(days=12, n=7, n_features=3, horizons=(1, 5), seed=0):
+    """A panel with recognisable values: feature f of stock s on day d = d*1000 + s*10 + f."""
+    g = torch.Generator().manual_seed(seed)
+    d, s, f = torch.meshgrid(torch.arange(days), torch.arange(n), torch.arange(n_features), indexing="ij")
+    features = (d * 1000 + s * 10 + f).float()
+    valid = torch.rand(days, n, generator=g) > 0.25
+    features = features * valid[..., None]
+    targets = torch.randn(days, n, len(horizons), generator=g)
+    targets[torch.rand(days, n, len(horizons), generator=g) < 0.1] = float("nan")
+    fields = dict(
+        dates=np.datetime64("2024-01-01") + np.arange(days),
+        codes=[f"{1000 + i}0" for i in range(n)],
+        feature_names=tuple(f"feat_{i}" for i in range(n_features)),
+        features=features, valid=valid, targets=targets,
+        returns=0.01 * torch.randn(days, n, generator=g) * valid,
+        sectors=torch.arange(n) % 2, horizons=tuple(horizons), fingerprint="test")
+    return Panel(**fields)
+
+
+@pytest.mark.parametrize("lookback", [1, 3, 5])
+@pytest.mark.parametrize("day_indices", [[6], [4, 9, 11], [0, 2, 7]])
+def test_rows_windows_and_targets_are_panel_slices(lookback, day_indices):
+    panel = make_panel()
+    batch = make_day_batch(panel, day_indices, lookback, None, "cpu")
+    expected_rows = [(b, s) for b, t in enumerate(day_indices) if t >= lookback - 1
+                     for s in range(panel.valid.shape[1]) if panel.valid[t, s]]
+    assert list(zip(batch.day.tolist(), batch.stock.tolist())) == expected_rows
+    assert batch.day_index.tolist() == day_indices
+    assert batch.x.shape == (len(expected_rows), lookback, panel.features.shape[2])
+    for row, (b, s) in enumerate(expected_rows):
+        t = day_indices[b]
+        assert torch.equal(batch.x[row], panel.features[t - lookback + 1:t + 1, s])
+        assert torch.equal(batch.targets[row].nan_to_num(-9), panel.targets[t, s].nan_to_num(-9))
+    assert batch.edge_index.shape == (2, 0) and batch.edge_attr.shape == (0, 2)
+
+
+def test_invalid_stocks_and_short_history_excluded():
+    panel = make_panel()
+    panel.valid[8, 3] = False
+    batch = make_day_batch(panel, [8, 1], lookback=4, graphs=None, device="cpu")
+    assert 3 not in batch.stock[batch.day == 0].tolist()
+    assert (batch.day == 1).sum() == 0, "day 1 has no full 4-day window"
+    assert batch.n_days == 2 and batch.n_rows == int(panel.valid[8].sum())
+
+
+def test_edges_reindexed_within_days_and_never_cross():
+    panel = make_panel(days=20, n=9)
+    cfg = ModelConfig(graph_top_k=3, graph_corr_window=6, graph_rebuild_interval=2, graph_max_sector_edges=2)
+    cache = GraphCache(panel.returns, panel.valid, panel.sectors, cfg)
+    days = [9, 10, 15, 17]
+    batch = make_day_batch(panel, days, 3, cache, "cpu")
+    src, dst = batch.edge_index
+    assert batch.edge_index.shape[1] > 0 and batch.edge_attr.shape == (src.numel(), 2)
+    assert torch.equal(batch.day[src], batch.day[dst]), "an edge crosses days"
+    for b, t in enumerate(days):
+        ei, ea = cache.for_day(t)
+        present = panel.valid[t]
+        keep = present[ei[0]] & present[ei[1]]
+        expected = {(int(i), int(j)): tuple(a.tolist()) for (i, j), a in zip(ei[:, keep].T, ea[keep])}
+        in_day = batch.day[src] == b
+        got = {(int(batch.stock[i]), int(batch.stock[j])): tuple(a.tolist())
+               for i, j, a in zip(src[in_day], dst[in_day], batch.edge_attr[in_day])}
+        assert got == expected
+
+
+def test_to_device_and_errors():
+    panel = make_panel()
+    batch = make_day_batch(panel, torch.tensor([5, 6]), 2, None, "cpu")
+    moved = batch.to("cpu")
+    assert isinstance(moved, DayBatch) and torch.equal(moved.x, batch.x)
+    with pytest.raises(IndexError, match="day indices"):
+        make_day_batch(panel, [99], 2, None, "cpu")
+    with pytest.raises(ValueError, match="lookback"):
+        make_day_batch(panel, [5], 0, None, "cpu")

@@ -1,0 +1,218 @@
+"""Launching, stopping, resuming and deleting runs.
+
+The first part uses small real processes registered as runs; the second part launches the
+real trainer (`python -m atft_core.train`) on the tiny demo dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import polars as pl
+import psutil
+import pytest
+import torch
+
+from atft_core import launcher, runs
+from atft_core.config import ConfigError, RunConfig
+from atft_core.run_files import RunFiles, read_json, update_status, write_json_atomic
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A stand-in trainer: heartbeats as running; with "polite" it ends as "stopped" on SIGTERM.
+FAKE = textwrap.dedent("""
+    import signal, sys, time
+    from pathlib import Path
+    from atft_core.run_files import RunFiles, update_status
+    files = RunFiles(Path(sys.argv[1]))
+    mode = sys.argv[2]
+    def on_term(*_):
+        if mode == "polite":
+            update_status(files, state="stopped", ended=time.time())
+            sys.exit(0)
+    signal.signal(signal.SIGTERM, on_term if mode != "default" else signal.SIG_DFL)
+    update_status(files, state="running")
+    while True:
+        time.sleep(0.05)
+""")
+
+
+def start_fake(runs_dir: Path, run_id: str, mode: str) -> subprocess.Popen:
+    files = RunFiles(runs_dir / run_id)
+    files.checkpoints.mkdir(parents=True)
+    update_status(files, state="queued")
+    proc = subprocess.Popen([sys.executable, "-c", FAKE, str(files.root), mode], cwd=REPO, start_new_session=True)
+    write_json_atomic(files.run_info, {"id": run_id, "created": time.time(), "pid": proc.pid,
+                                       "proc_start_time": psutil.Process(proc.pid).create_time()})
+    deadline = time.time() + 20
+    while (read_json(files.status) or {}).get("state") != "running":
+        assert time.time() < deadline and proc.poll() is None, "fake trainer did not start"
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.parametrize("mode, error", [("polite", None), ("default", "without a final status"),
+                                         ("stubborn", "killed")])
+def test_stop_terminates_then_kills(tmp_path: Path, mode: str, error: str | None) -> None:
+    proc = start_fake(tmp_path, "r1", mode)
+    try:
+        assert runs.run_state(tmp_path, "r1").status == "running"
+        with pytest.raises(runs.RunError, match="stop it before"):
+            launcher.delete_run(tmp_path, "r1")
+        with pytest.raises(runs.RunError, match="stop it before"):
+            launcher.resume_run(tmp_path, "r1")
+        assert launcher.stop_run(tmp_path, "r1", grace_seconds=1.0) == "stopped"
+        proc.wait(timeout=10)
+        status = read_json(RunFiles(tmp_path / "r1").status)
+        assert status["state"] == "stopped" and (error is None) == (not status.get("error"))
+        if error:
+            assert error in status["error"]
+        assert launcher.stop_run(tmp_path, "r1") == "stopped"  # already stopped: no-op
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_delete_and_resume_rules(tmp_path: Path) -> None:
+    files = RunFiles(tmp_path / "r1")
+    files.checkpoints.mkdir(parents=True)
+    update_status(files, state="failed", error="x")
+    with pytest.raises(runs.RunError, match="no checkpoints/last.pt"):
+        launcher.resume_run(tmp_path, "r1")
+    assert launcher.tag_run(tmp_path, "r1", "keep") == ["keep"]
+    assert launcher.tag_run(tmp_path, "r1", "keep", remove=True) == []
+    launcher.delete_run(tmp_path, "r1")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(runs.RunError, match="no run"):
+        launcher.delete_run(tmp_path, "r1")
+
+
+def test_invalid_config_or_failed_preflight_leaves_nothing(tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    with pytest.raises(ConfigError, match="hidden_size"):
+        launcher.launch_from_cli(runs_dir, None, ["--model.hidden_size=-1"])
+    with pytest.raises(ConfigError, match="unknown setting"):
+        launcher.launch_from_cli(runs_dir, None, ["--model.hiden=3"])
+    with pytest.raises(launcher.LaunchError, match="dataset") as info:
+        launcher.launch_run(RunConfig.from_dict({"data": {"path": str(tmp_path / "missing.parquet")}}), runs_dir)
+    assert any(i.verdict == "fail" for i in info.value.items)
+    assert not runs_dir.exists() or list(runs_dir.iterdir()) == []
+    out = subprocess.run([sys.executable, "-m", "atft_core.runs", "--runs-dir", str(runs_dir), "launch",
+                          "--data.path", str(tmp_path / "missing.parquet")], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "pre-flight check failed" in out.stderr and out.stdout == ""
+    assert list(runs_dir.iterdir()) == []
+
+
+def test_trainer_environment() -> None:
+    env = launcher._trainer_env()
+    assert env["MALLOC_MMAP_THRESHOLD_"] == env["MALLOC_TRIM_THRESHOLD_"] == "1000000000"
+    assert env.get("PATH") == os.environ.get("PATH")
+
+
+# ---------------------------------------------------------------------------------------------
+# With the real trainer
+
+
+@pytest.fixture(scope="module")
+def dataset(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared demo dataset (conftest), or a tiny one built here with the real builder."""
+    try:
+        return Path(request.getfixturevalue("demo_dataset"))
+    except pytest.FixtureLookupError:
+        from atft_core.data.demo import make_demo
+
+        path = tmp_path_factory.mktemp("demo") / "demo.parquet"
+        make_demo(path, n_stocks=40, n_days=260)
+        return path
+
+
+def tiny(dataset: Path, epochs: str = "1,1,1,0") -> RunConfig:
+    return RunConfig.from_dict({"data": {"path": str(dataset), "lookback": 5},
+                                "model": {"hidden_size": 8, "fan_top_k": 2},
+                                "train": {"phase_epochs": epochs, "early_stopping_patience": 0},
+                                "runtime": {"heartbeat_seconds": 0.5}})
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def final(runs_dir: Path, run_id: str, timeout: float = 60) -> runs.RunSummary:
+    wait_for(lambda: not runs.run_state(runs_dir, run_id).live, timeout, f"{run_id} to finish")
+    return runs.run_state(runs_dir, run_id)
+
+
+def test_two_trainings_with_a_polling_reader(dataset: Path, tmp_path: Path) -> None:
+    ids = [launcher.launch_run(tiny(dataset, "1,1,0,0"), tmp_path, name=f"pair {i}", tags=["pair"], force=True)
+           for i in range(2)]
+    info = read_json(tmp_path / ids[0] / "run.json")
+    assert info["pid"] and info["proc_start_time"] and info["tags"] == ["pair"]
+    errors, polls = [], 0
+    while any(runs.run_state(tmp_path, rid).live for rid in ids) or polls < 2:
+        try:
+            listed = {r.id: r for r in runs.list_runs(tmp_path)}
+            assert set(listed) == set(ids) and all(r.status != "crashed" for r in listed.values())
+            runs.query_metrics(tmp_path, ids)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(exc))
+        polls += 1
+        assert polls < 600, "trainings did not finish"
+        time.sleep(0.2)
+    assert errors == []
+    frame = runs.query_metrics(tmp_path, ids)
+    for rid in ids:
+        s = runs.run_state(tmp_path, rid)
+        assert s.status == "completed", runs.log_tail(tmp_path, rid)
+        assert s.best_rank_ic is not None and s.best_epoch is not None and s.hidden_size == 8
+        lines = [json.loads(x) for x in (tmp_path / rid / "metrics.jsonl").read_text().splitlines()]
+        got = frame.filter(pl.col("run_id") == rid).select("epoch", "step", "phase", "name", "value").rows()
+        assert sorted(got, key=repr) == sorted(((r["epoch"], r["step"], r["phase"], r["name"], r["value"])
+                                                for r in lines), key=repr)
+
+
+def test_kill_9_then_resume(dataset: Path, tmp_path: Path) -> None:
+    run_id = launcher.launch_run(tiny(dataset, "2,1,0,0"), tmp_path, force=True)
+    files = RunFiles(tmp_path / run_id)
+    pid = read_json(files.run_info)["pid"]
+    assert psutil.Process(pid).environ().get("MALLOC_MMAP_THRESHOLD_") == "1000000000"
+    wait_for(lambda: files.last_checkpoint.exists() or not runs.run_state(tmp_path, run_id).live, 60, "last.pt")
+    assert runs.run_state(tmp_path, run_id).live, "the run finished before it could be killed"
+    os.kill(pid, signal.SIGKILL)
+    t = time.time()
+    wait_for(lambda: runs.run_state(tmp_path, run_id).status == "crashed", 10, "crashed")
+    assert time.time() - t < 10
+    assert runs.log_tail(tmp_path, run_id, lines=20)
+    launcher.resume_run(tmp_path, run_id)
+    s = final(tmp_path, run_id)
+    assert s.status == "completed", runs.log_tail(tmp_path, run_id)
+    val = runs.query_metrics(tmp_path, [run_id], names=["val/rank_ic"])
+    assert val.height == 3 and val["epoch"].n_unique() == val.height, "duplicated or missing epochs after resume"
+    assert len(read_json(files.run_info)["launches"]) == 2
+
+
+def test_stop_saves_last_checkpoint(dataset: Path, tmp_path: Path) -> None:
+    run_id = launcher.launch_run(tiny(dataset, "3,3,3,0"), tmp_path, force=True)
+    files = RunFiles(tmp_path / run_id)
+    # Once an epoch is done the trainer handles SIGTERM (earlier, it may not have its handler yet).
+    wait_for(lambda: files.last_checkpoint.exists(), 60, "the first checkpoint")
+    before = files.last_checkpoint.stat().st_mtime_ns
+    # A fresh reader process sees the same run, still running.
+    out = subprocess.run([sys.executable, "-m", "atft_core.runs", "--runs-dir", str(tmp_path), "list", "--json"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    assert [(r["id"], r["status"]) for r in json.loads(out.stdout)] == [(run_id, "running")]
+    assert launcher.stop_run(tmp_path, run_id, grace_seconds=60) == "stopped"
+    assert not read_json(files.status).get("error"), "the trainer was killed instead of stopping"
+    assert files.last_checkpoint.stat().st_mtime_ns > before, "last.pt was not saved on stop"
+    state = torch.load(files.last_checkpoint, weights_only=True)
+    assert isinstance(state, dict) and "config" in state

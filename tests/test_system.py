@@ -1,0 +1,141 @@
+"""Machine probes and the pre-flight checklist, with faked disks and GPUs (injected probes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atft_core import system
+from atft_core.config import RunConfig
+from atft_core.system import CheckItem, GpuInfo, Probes, preflight, verdict
+
+REPO = Path(__file__).resolve().parents[1]
+GiB = 1024**3
+
+
+@pytest.fixture(scope="module")
+def dataset(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared demo dataset (conftest), or a tiny one built here with the real builder."""
+    try:
+        return Path(request.getfixturevalue("demo_dataset"))
+    except pytest.FixtureLookupError:
+        from atft_core.data.demo import make_demo
+
+        path = tmp_path_factory.mktemp("demo") / "demo.parquet"
+        make_demo(path, n_stocks=40, n_days=260)
+        return path
+
+
+def no_gpu() -> list[GpuInfo]:
+    raise RuntimeError("NVML Shared Library Not Found")
+
+
+def probes(**changes) -> Probes:
+    """Plenty of everything, no GPU, unless changed."""
+    base = Probes(disk_free=lambda p: 500 * GiB, ram=lambda: (64 * GiB, 48 * GiB), gpus=no_gpu,
+                  cpu_count=lambda: 8, cuda_available=lambda: False)
+    return dataclasses.replace(base, **changes)
+
+
+def gpu(free: int = 70 * GiB, util: int = 0, procs: int = 0) -> GpuInfo:
+    return GpuInfo(0, "NVIDIA H100", 80 * GiB, free, util, [{"pid": 1000 + i, "used_memory": GiB} for i in range(procs)])
+
+
+def item(items: list[CheckItem], name: str) -> CheckItem:
+    return next(i for i in items if i.name == name)
+
+
+def cfg_for(path: Path | str, **dotted) -> RunConfig:
+    return RunConfig.from_dict({"data": {"path": str(path)}, "model": {"hidden_size": 8}}).replace(**dotted)
+
+
+def test_verdict_order() -> None:
+    assert verdict([CheckItem("a", "pass", ""), CheckItem("b", "warn", "")]) == "warn"
+    assert verdict([CheckItem("a", "warn", ""), CheckItem("b", "fail", "")]) == "fail"
+    assert verdict([CheckItem("a", "pass", "")]) == "pass"
+
+
+def test_machine_status_without_gpu_is_normal() -> None:
+    status = system.machine_status(probes(), paths=("runs",))
+    assert status.gpus == [] and "NVML" in status.gpu_note and status.cpu_count == 8
+    assert status.disk_free == {"runs": 500 * GiB}
+    assert "training will use the CPU" in status.describe()
+    real = system.machine_status(paths=(str(REPO),))  # real probes on this machine: must not raise
+    assert real.cpu_count >= 1 and real.ram_total > 0 and real.disk_free[str(REPO)] > 0
+
+
+def test_missing_dataset_fails(tmp_path: Path) -> None:
+    items = preflight(cfg_for(tmp_path / "nope.parquet"), tmp_path, probes())
+    assert item(items, "dataset").verdict == "fail" and "does not exist" in item(items, "dataset").detail
+    assert verdict(items) == "fail"
+
+
+def test_invalid_dataset_fails(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not a parquet file")
+    items = preflight(cfg_for(bad), tmp_path, probes())
+    assert item(items, "dataset").verdict == "fail"
+
+
+def test_no_gpu_means_cpu(dataset: Path, tmp_path: Path) -> None:
+    items = preflight(cfg_for(dataset), tmp_path, probes())
+    assert item(items, "device").verdict == "pass" and "use the CPU" in item(items, "device").detail
+    assert verdict(items) in ("pass", "warn")  # the demo may lack sectors: that only warns
+    assert all(i.verdict != "fail" for i in items)
+    assert item(items, "panel memory").verdict == "pass"
+
+
+def test_cuda_requested_without_cuda_fails(dataset: Path, tmp_path: Path) -> None:
+    items = preflight(cfg_for(dataset, **{"runtime.device": "cuda"}), tmp_path, probes())
+    assert item(items, "device").verdict == "fail" and "no CUDA" in item(items, "device").detail
+
+
+def test_busy_gpu_warns_idle_gpu_passes(dataset: Path, tmp_path: Path) -> None:
+    busy = preflight(cfg_for(dataset), tmp_path, probes(gpus=lambda: [gpu(util=95, procs=2)], cuda_available=lambda: True))
+    assert item(busy, "device").verdict == "warn" and "1000" in item(busy, "device").detail
+    idle = preflight(cfg_for(dataset), tmp_path, probes(gpus=lambda: [gpu()], cuda_available=lambda: True))
+    assert item(idle, "device").verdict == "pass" and "H100" in item(idle, "device").detail
+    cpu_torch = preflight(cfg_for(dataset), tmp_path, probes(gpus=lambda: [gpu()], cuda_available=lambda: False))
+    assert "no CUDA" in item(cpu_torch, "device").detail
+
+
+def test_panel_must_fit_device_memory(dataset: Path, tmp_path: Path) -> None:
+    tiny_ram = preflight(cfg_for(dataset), tmp_path, probes(ram=lambda: (GiB, 1000)))
+    assert item(tiny_ram, "panel memory").verdict == "fail" and verdict(tiny_ram) == "fail"
+    on_gpu = cfg_for(dataset, **{"train.mode": "optimized"})
+    small_gpu = preflight(on_gpu, tmp_path, probes(gpus=lambda: [gpu(free=1000)], cuda_available=lambda: True))
+    assert item(small_gpu, "panel memory").verdict == "fail" and "GPU 0" in item(small_gpu, "panel memory").detail
+
+
+def test_disk_verdicts(dataset: Path, tmp_path: Path) -> None:
+    def with_disk(free: int) -> CheckItem:
+        return item(preflight(cfg_for(dataset), tmp_path, probes(disk_free=lambda p: free)), "disk (runs)")
+    assert with_disk(10 * 1024**2).verdict == "fail"          # 10 MiB: not even the logs fit twice
+    assert with_disk(GiB).verdict == "warn"                   # fits, but little headroom
+    assert with_disk(100 * GiB).verdict == "pass"
+
+
+def test_checkpoint_size_counts_real_parameters(dataset: Path, tmp_path: Path) -> None:
+    small = system.count_parameters(cfg_for(dataset), 10)
+    large = system.count_parameters(cfg_for(dataset, **{"model.hidden_size": 64}), 10)
+    assert 0 < small < large
+    assert system.checkpoint_bytes(1000) == 1000 * 4 * 3 * 2
+    items = preflight(cfg_for(dataset), tmp_path, probes())
+    assert "parameters" in item(items, "checkpoint size").detail
+
+
+def test_cli_json(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "atft_core.system", "--json", "--runs-dir", str(tmp_path),
+                          "--data.path", str(tmp_path / "missing.parquet")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr  # the dataset is missing: fail
+    report = json.loads(out.stdout)
+    assert report["verdict"] == "fail" and report["machine"]["cpu_count"] >= 1
+    bad = subprocess.run([sys.executable, "-m", "atft_core.system", "--model.hidden_sz=3"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "hidden_sz" in bad.stderr

@@ -1,0 +1,118 @@
+"""The trainer end to end on tiny demo data: run folder, determinism, failures, resume, predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+import torch
+
+from atft_core.checkpoint import load_checkpoint
+from atft_core.config import RunConfig
+from atft_core.run_files import RunFiles, read_json
+from atft_core.train import run_training
+
+TINY = {
+    "data.lookback": 5, "model.fan_top_k": 2, "model.hidden_size": 8, "model.encoder_heads": 2,
+    "model.gat_heads": 2, "model.graph_corr_window": 20, "train.phase_epochs": (1, 1, 1, 0),
+    "train.days_per_step": 4, "runtime.heartbeat_seconds": 0.5,
+}
+
+
+def tiny_config(dataset, **changes) -> RunConfig:
+    return RunConfig().replace(**{"data.path": str(dataset), **TINY, **changes})
+
+
+def metric_rows(files: RunFiles) -> list[dict]:
+    return [json.loads(line) for line in files.metrics.read_text().splitlines()]
+
+
+def test_run_folder_has_everything_the_dashboard_needs(demo_dataset, tmp_path):
+    files = RunFiles(tmp_path / "run")
+    assert run_training(tiny_config(demo_dataset), files.root) == "completed"
+    saved = read_json(files.config)
+    assert saved["config"]["model"]["hidden_size"] == 8
+    assert saved["resolved"]["device"] == "cpu" and saved["resolved"]["n_features"] == len(saved["resolved"]["feature_names"])
+    assert saved["resolved"]["n_params"] > 0 and saved["resolved"]["dataset_fingerprint"]
+    assert saved["config"]["data"]["purge_days"] == 20  # resolved from 'auto'
+    status = read_json(files.status)
+    assert status["state"] == "completed" and status["epoch"] == 3 and status["epochs_planned"] == 3
+    names = {row["name"] for row in metric_rows(files)}
+    for name in ("train/loss", "loss/huber", "loss/pinball", "loss/rankic", "loss/cs_ic", "loss/sharpe",
+                 "val/ic", "val/rank_ic", "val/icir", "val/rank_icir", "val/ls_sharpe", "val/jpx_sharpe",
+                 "val/pred_std", "gat/grad_norm", "gat/alpha", "lr", "epoch_seconds", "samples_per_second",
+                 "val/rank_ic_5d", "test/rank_ic", "graph/built"):
+        assert name in names, name
+    gat_norms = [r["value"] for r in metric_rows(files) if r["name"] == "gat/grad_norm"]
+    assert gat_norms[0] == 0.0 and gat_norms[2] > 0.0  # GAT only trains from phase 2
+    for path in (files.best_checkpoint, files.last_checkpoint):
+        state = load_checkpoint(path)
+        assert state["config"]["model"]["hidden_size"] == 8
+    predictions = pl.read_parquet(files.predictions)
+    assert set(predictions["split"].unique()) == {"val", "test"}
+    assert {"pred_1d", "target_20d"} <= set(predictions.columns)
+    log = files.log.read_text()
+    assert "effective config" in log and "resolved: device=cpu" in log
+
+
+def test_safe_mode_is_deterministic(demo_dataset, tmp_path):
+    cfg = tiny_config(demo_dataset, **{"train.phase_epochs": (1, 0, 1, 0)})
+    values = []
+    for name in ("a", "b"):
+        run_training(cfg, tmp_path / name)
+        rows = metric_rows(RunFiles(tmp_path / name))
+        values.append([(r["epoch"], r["name"], r["value"]) for r in rows
+                       if r["name"] not in ("epoch_seconds", "samples_per_second")])
+    assert values[0] == values[1]
+
+
+def test_non_finite_loss_fails_the_run_with_the_reason(demo_dataset, tmp_path):
+    files = RunFiles(tmp_path / "nan")
+    cfg = tiny_config(demo_dataset, **{"train.lr": 1e30, "train.grad_clip": 0.0, "train.optimizer": "sgd"})
+    assert run_training(cfg, files.root) == "failed"
+    status = read_json(files.status)
+    assert status["state"] == "failed" and "non-finite loss" in status["error"]
+
+
+def test_degenerate_predictions_stop_the_run_when_asked(demo_dataset, tmp_path):
+    files = RunFiles(tmp_path / "degenerate")
+    cfg = tiny_config(demo_dataset, **{"train.degenerate_std_threshold": 1e9, "train.stop_on_degenerate": True})
+    assert run_training(cfg, files.root) == "failed"
+    assert "predictions degenerate" in read_json(files.status)["error"]
+
+
+def test_resume_continues_without_duplicated_epochs(demo_dataset, tmp_path):
+    files = RunFiles(tmp_path / "resume")
+    run_training(tiny_config(demo_dataset, **{"train.phase_epochs": (1, 1, 0, 0)}), files.root)
+    # A longer plan on the same folder: resume picks up after epoch 2 from last.pt.
+    with open(files.metrics, "a") as fh:  # an epoch logged by a killed trainer after its last checkpoint
+        fh.write(json.dumps({"epoch": 3, "step": 0, "phase": 2, "wall_time": 0, "name": "val/rank_ic", "value": 0.5}) + "\n")
+        fh.write('{"epoch": 3, "na')
+    assert run_training(tiny_config(demo_dataset, **{"train.phase_epochs": (1, 1, 1, 0)}), files.root, resume=True) == "completed"
+    epochs = [r["epoch"] for r in metric_rows(files) if r["name"] == "val/rank_ic"]
+    assert epochs == [1, 2, 3]
+
+
+def test_baseline_runs_through_the_same_pipeline(demo_dataset, tmp_path):
+    files = RunFiles(tmp_path / "ridge")
+    assert run_training(tiny_config(demo_dataset, **{"model.kind": "ridge"}), files.root) == "completed"
+    names = {row["name"] for row in metric_rows(files)}
+    assert {"val/rank_ic", "test/rank_ic"} <= names
+    out = tmp_path / "preds.parquet"
+    result = subprocess.run([sys.executable, "-m", "atft_core.predict", "--run", str(files.root),
+                             "--dataset", str(demo_dataset), "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "predict/rank_ic" in result.stdout and pl.read_parquet(out).height > 0
+
+
+def test_predict_rebuilds_the_deep_model_from_its_checkpoint(demo_dataset, tmp_path):
+    from atft_core.predict import predict_run
+
+    files = RunFiles(tmp_path / "deep")
+    run_training(tiny_config(demo_dataset, **{"model.hidden_size": 12}), files.root)
+    values = predict_run(files.root, demo_dataset, tmp_path / "p.parquet")
+    assert values["predict/rank_ic"] is not None
+    assert torch.isfinite(torch.tensor(pl.read_parquet(tmp_path / "p.parquet")["pred_1d"].to_numpy())).all()

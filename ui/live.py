@@ -1,0 +1,104 @@
+"""Cached readers for the live parts of the pages.
+
+Each cached function is a pure function of its arguments: the caller passes a *stamp* (size
+and mtime of the files read), so a refresh that finds the files unchanged costs one `stat`
+and no parsing, and a change in any file is a new cache key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import streamlit as st
+
+from atft_core import evaluation, runs
+from atft_core.run_files import RunFiles
+
+CACHE_ENTRIES = 64
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        st_ = os.stat(path)
+    except OSError:
+        return (-1, 0)
+    return (st_.st_size, st_.st_mtime_ns)
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
+def _metrics(runs_dir: str, run_ids: tuple[str, ...], stamps: tuple) -> pl.DataFrame:
+    return runs.query_metrics(runs_dir, list(run_ids))
+
+
+def metrics(runs_dir: Path, run_ids: list[str] | tuple[str, ...]) -> pl.DataFrame:
+    """Long metric table of the runs, re-read only when a metrics file changed."""
+    ids = tuple(run_ids)
+    stamps = tuple(_stamp(RunFiles(Path(runs_dir) / r).metrics) for r in ids)
+    return _metrics(str(runs_dir), ids, stamps)
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
+def _evaluation(run_dir: str, window: int, horizon: int | None, stamp: tuple) -> dict:
+    return evaluation.evaluate_run(run_dir, window, horizon)
+
+
+def run_evaluation(runs_dir: Path, run_id: str, window: int, horizon: int | None = None) -> dict:
+    """{split: Evaluation} of a finished run, recomputed only when predictions.parquet changes."""
+    files = RunFiles(Path(runs_dir) / run_id)
+    return _evaluation(str(files.root), window, horizon, _stamp(files.predictions))
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
+def _dataset_summary(path: str, stamp: tuple):
+    from atft_core.data.validate import validate_dataset
+
+    return validate_dataset(path)
+
+
+def dataset_summary(path: str | Path):
+    """(DatasetSummary, None) or (None, error text) for a model-ready parquet."""
+    from atft_core.data.errors import DataError
+
+    try:
+        return _dataset_summary(str(path), _stamp(Path(path))), None
+    except (DataError, OSError) as exc:
+        return None, str(exc)
+
+
+def running_runs(runs_dir: Path) -> list[runs.RunSummary]:
+    """Runs that are queued or running now (state inferred from files + process check)."""
+    return [r for r in runs.list_runs(runs_dir, compact=False) if r.live]
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
+def _stocks_per_day(path: str, stamp: tuple) -> pl.DataFrame:
+    return pl.scan_parquet(path).group_by("Date").agg(pl.len().alias("n_stocks")).sort("Date").collect()
+
+
+def stocks_per_day(path: str | Path) -> pl.DataFrame:
+    """Date, n_stocks of a dataset (for the coverage chart)."""
+    return _stocks_per_day(str(path), _stamp(Path(path)))
+
+
+def process_usage(pid: int | None) -> dict:
+    """CPU % (since the last call for this pid), resident memory and threads of a run's process tree."""
+    import psutil
+
+    try:
+        proc = _PROCS.get(pid) or psutil.Process(pid)
+        _PROCS[pid] = proc
+        tree = [proc, *proc.children(recursive=True)]
+        return {
+            "cpu %": round(sum(p.cpu_percent(None) for p in tree), 1),
+            "RSS (MB)": round(sum(p.memory_info().rss for p in tree) / 2**20, 1),
+            "threads": sum(p.num_threads() for p in tree),
+        }
+    except (psutil.Error, TypeError, ValueError):
+        _PROCS.pop(pid, None)
+        return {"cpu %": None, "RSS (MB)": None, "threads": None}
+
+
+_PROCS: dict = {}
+"""psutil.Process handles kept between refreshes: cpu_percent measures since the previous call."""
