@@ -1,0 +1,214 @@
+"""Training throughput of the real trainer (stock-days per second), safe vs optimized mode.
+
+    python bench/bench_train.py --quick                       # demo only, hidden 64
+    python bench/bench_train.py                               # demo + real data, hidden 64 and 256
+    python bench/bench_train.py --skip-demo --modes optimized --hidden 64 \
+        --dataset /tmp/real.parquet --data-start 2019-01-01 --data-end 2020-12-31
+    python bench/bench_train.py --quick --precision bf16
+
+Each setting is one `python -m atft_core.train ... --run-dir TMP` subprocess (with the
+launcher's allocator variables MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_) that trains one
+epoch of phase 0 (no FAN, no GAT) and one epoch of phase 2 (GAT on): `--train.phase_epochs=1,0,1,0`.
+The figures are the trainer's own `samples_per_second` and `epoch_seconds` metrics from the
+run's metrics.jsonl (the training loop only: no data loading, validation or final evaluation).
+Datasets: (a) the default demo (`python -m atft_core.data demo`, 300 stocks x 750 days) built in
+a temp folder; (b) the real data in ../shared/data built with `build_dataset` into a temp folder
+(or `--dataset PATH` to reuse one). For real data the table also projects one full epoch over
+`--projection-days` training days (the issue's 943 stocks x ~1650 days) from the measured rate
+and the measured stock-days per day. Load averages are printed next to each figure because the
+machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
+"""The allocator settings atft_core.launcher gives the trainer (they only act at process start)."""
+PHASES = {0: "phase 0 (no GAT)", 2: "phase 2 (GAT)"}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="demo only, hidden 64 only")
+    ap.add_argument("--modes", nargs="+", default=["safe", "optimized"], choices=["safe", "optimized"])
+    ap.add_argument("--hidden", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="runtime.precision of every run (bf16 = CPU bf16 autocast)")
+    ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--dataset", default="", help="reuse this built real-data parquet instead of building one")
+    ap.add_argument("--data-start", default="", help="data.start of the real-data runs (restricts the work)")
+    ap.add_argument("--data-end", default="", help="data.end of the real-data runs")
+    ap.add_argument("--demo-stocks", type=int, default=300)
+    ap.add_argument("--demo-days", type=int, default=750)
+    ap.add_argument("--projection-days", type=int, default=1650,
+                    help="training days of a full real-data epoch, for the projected epoch time")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per training subprocess")
+    ap.add_argument("--extra", nargs="*", default=[], help="more --section.name=value overrides for every run")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.skip_real, args.hidden = True, [64]
+    return args
+
+
+def machine_line() -> str:
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"machine: {cpu}, {os.cpu_count()} cpus{mem}, {gpu}; torch {torch.__version__} "
+            f"(default threads {torch.get_num_threads()}); python {platform.python_version()}; "
+            f"threads per run: safe 1, optimized {os.cpu_count()}")
+
+
+def load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def build_demo(tmp: Path, args: argparse.Namespace) -> Path:
+    out = tmp / "demo.parquet"
+    cmd = [sys.executable, "-m", "atft_core.data", "demo", "--out", str(out),
+           "--stocks", str(args.demo_stocks), "--days", str(args.demo_days)]
+    subprocess.run(cmd, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def build_real(tmp: Path) -> Path:
+    sys.path.insert(0, str(REPO_ROOT))
+    from atft_core.data.build import build_dataset
+    out = tmp / "real.parquet"
+    started = time.perf_counter()
+    build_dataset(SHARED_DATA / "jquants_daily_quotes_2016_2024.parquet", SHARED_DATA / "jquants_listed_info.csv",
+                  out, index=SHARED_DATA / "jquants_topix_2004_2024.parquet")
+    print(f"built real dataset in {time.perf_counter() - started:.1f} s -> {out}", flush=True)
+    return out
+
+
+def train_once(dataset: Path, mode: str, hidden: int, args: argparse.Namespace, tmp: Path,
+               date_range: tuple[str, str]) -> dict:
+    """One trainer subprocess; returns its per-phase throughput, train days and load averages."""
+    run_dir = tmp / f"run-{mode}-{hidden}-{int(time.time() * 1000)}"
+    cmd = [sys.executable, "-m", "atft_core.train", f"--data.path={dataset}", f"--train.mode={mode}",
+           f"--model.hidden_size={hidden}", "--train.phase_epochs=1,0,1,0",
+           "--train.early_stopping_patience=0", f"--runtime.precision={args.precision}", *args.extra]
+    if date_range[0]:
+        cmd.append(f"--data.start={date_range[0]}")
+    if date_range[1]:
+        cmd.append(f"--data.end={date_range[1]}")
+    cmd += ["--run-dir", str(run_dir)]
+    load_before = load()
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env={**os.environ, **MALLOC_ENV}, capture_output=True,
+                          text=True, timeout=args.timeout)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"trainer failed ({mode}, hidden {hidden}), exit {proc.returncode}:\n{proc.stderr[-2000:]}")
+    return {"phases": read_phase_metrics(run_dir / "metrics.jsonl"), "train_days": read_train_days(run_dir),
+            "wall": wall, "load_before": load_before, "load_after": load()}
+
+
+def read_phase_metrics(path: Path) -> dict[int, dict[str, float]]:
+    found: dict[int, dict[str, float]] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row["name"] in ("samples_per_second", "epoch_seconds") and row["value"] is not None:
+            found.setdefault(int(row["phase"]), {})[row["name"]] = float(row["value"])
+    return found
+
+
+def read_train_days(run_dir: Path) -> int | None:
+    """`train_days` from the run's config.json facts, wherever it is nested."""
+    def find(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("train_days"), int):
+                return node["train_days"]
+            for value in node.values():
+                hit = find(value)
+                if hit is not None:
+                    return hit
+        return None
+    try:
+        return find(json.loads((run_dir / "config.json").read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def report(label: str, mode: str, hidden: int, result: dict, args: argparse.Namespace, real: bool) -> None:
+    for phase, name in PHASES.items():
+        m = result["phases"].get(phase)
+        if not m:
+            continue
+        rate, secs = m["samples_per_second"], m["epoch_seconds"]
+        extra = ""
+        days = result["train_days"]
+        if real and days:
+            per_day = rate * secs / days
+            projected = args.projection_days * per_day / rate
+            extra = f" | {per_day:6.0f} stocks/day, full epoch ({args.projection_days} days) ~{projected / 60:5.1f} min"
+        print(f"{label:<6} {mode:<9} h{hidden:<4} {args.precision:<5} {name:<17} {rate:8.0f} stock-days/s "
+              f"{secs:7.1f} s over {days} days | load {result['load_before']:.1f}->{result['load_after']:.1f}"
+              f" | run wall {result['wall']:.0f} s{extra}", flush=True)
+
+
+def bench(label: str, dataset: Path, args: argparse.Namespace, tmp: Path, date_range: tuple[str, str]) -> None:
+    real = label == "real"
+    for hidden in args.hidden:
+        rates = {}
+        for mode in args.modes:
+            result = train_once(dataset, mode, hidden, args, tmp, date_range)
+            report(label, mode, hidden, result, args, real)
+            rates[mode] = result["phases"]
+        if {"safe", "optimized"} <= rates.keys():
+            for phase, name in PHASES.items():
+                if phase in rates["safe"] and phase in rates["optimized"]:
+                    ratio = rates["optimized"][phase]["samples_per_second"] / rates["safe"][phase]["samples_per_second"]
+                    print(f"{label:<6} optimized/safe h{hidden} {name}: {ratio:.2f}x", flush=True)
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    print(machine_line(), flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as name:
+        tmp = Path(name)
+        if not args.skip_demo:
+            demo = build_demo(tmp, args)
+            print(f"demo dataset: {args.demo_stocks} stocks x {args.demo_days} days", flush=True)
+            bench("demo", demo, args, tmp, ("", ""))
+        if args.skip_real:
+            return
+        if args.dataset:
+            real = Path(args.dataset)
+        elif SHARED_DATA.is_dir():
+            real = build_real(tmp)
+        else:
+            print(f"real data: skipped ({SHARED_DATA} is absent and no --dataset given)")
+            return
+        print(f"real dataset: {real}, data.start={args.data_start or 'first'} data.end={args.data_end or 'last'}", flush=True)
+        bench("real", real, args, tmp, (args.data_start, args.data_end))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
