@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import cpu_model  # bench/machine.py (bench scripts run as python bench/X.py)
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
@@ -48,14 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def machine_line(threads: int) -> str:
     import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"machine: {cpu}, {os.cpu_count()} cpus, load {load:.1f}; torch {torch.__version__}, "
             f"threads {threads}; python {platform.python_version()}")
