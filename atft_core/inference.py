@@ -16,6 +16,7 @@ import torch
 from atft_core import metrics
 from atft_core.batching import make_day_batch
 from atft_core.config import RunConfig
+from atft_core.nn.fan import FanInputs
 
 
 class Predictor(Protocol):
@@ -33,12 +34,17 @@ def eligible_days(panel, days: np.ndarray, cfg: RunConfig) -> np.ndarray:
 
 @dataclass
 class ModelPredictor:
-    """Runs the deep model over chunks of whole days, without gradients."""
+    """Runs the deep model over chunks of whole days, without gradients.
+
+    Chunks are `train.days_per_step` consecutive entries of the given days, as in training, so
+    the encoder's recurrence has seen the same context it was trained with.
+    """
 
     model: torch.nn.Module
     panel: object
     cfg: RunConfig
     graphs: object | None
+    fan: FanInputs | None
     device: torch.device
     autocast: Callable[[], object]
 
@@ -52,7 +58,7 @@ class ModelPredictor:
             for start in range(0, n_days, chunk):
                 days = day_indices[start:start + chunk]
                 batch = make_day_batch(self.panel, torch.as_tensor(days), self.cfg.data.lookback,
-                                       self.graphs, self.device)
+                                       self.graphs, self.device, self.fan)
                 with self.autocast():
                     point = self.model(batch).point.float()
                 rows = (batch.day.cpu().numpy() + start, batch.stock.cpu().numpy())

@@ -1,16 +1,20 @@
 """ATFT-GAT-FAN: FAN -> ATFT temporal encoder -> GATv2 with a residual gate -> horizon heads.
 
-Data flow for the S stock-days of a `DayBatch` (shapes in comments):
+Data flow for the S stock-days of a `DayBatch`, whose inputs are U stock histories (shapes in
+comments; L the lookback, T the history length):
 
-    x [S, L, F] --FAN--> residual [S, L, F] --encoder--> pooled [S, H]
-                    \--> summary [S, 2F] --linear--> [S, H] --/   (concatenated, GRN -> backbone [S, H])
+    seq [U, T, F] --FAN per step--> residual [U, T-L+1, F] --encoder, read at each row's day--> pooled [S, H]
+                             \--> summary at the row's day [S, 2F] --linear--> [S, H] --/   (GRN -> backbone [S, H])
     backbone --GATv2 x gat_layers over the day graphs--> graph [S, H]
     fused = (1 - alpha) * backbone + alpha * graph --heads--> point [S, Hz], quantiles [S, Hz, Q]
 
+The first L - 1 steps of `seq` are context for FAN's trailing windows; without FAN they are
+skipped, so the encoder sees the same steps either way.
+
 Phases (`set_phase`): 0 no FAN, no GAT; 1 adds FAN; 2 and 3 add the GAT. `model.fan_top_k = 0`
 or `model.use_gat = False` keep the respective block off in every phase. Rows only interact
-through the GAT, whose edges never cross days, so a row's prediction depends on its own window
-and its graph neighbours' only.
+through the GAT, whose edges never cross days, so a row's prediction depends on its own stock's
+days <= t and its graph neighbours' only.
 """
 
 from __future__ import annotations
@@ -53,8 +57,9 @@ class ModelOutput:
 class ATFTGATFAN(nn.Module):
     """The deep stock-ranking model; every width and switch comes from `cfg`.
 
-    Shapes: forward(batch) with batch.x [S, L, F], batch.edge_index [2, E], batch.edge_attr
-    [E, 2] -> ModelOutput (point [S, n_horizons], quantiles [S, n_horizons, Q], alpha []).
+    Shapes: forward(batch) with batch.seq [U, T, F] (rows at batch.seq_row, batch.seq_end),
+    batch.edge_index [2, E], batch.edge_attr [E, 2] -> ModelOutput (point [S, n_horizons],
+    quantiles [S, n_horizons, Q], alpha []).
     """
 
     def __init__(self, cfg: ModelConfig, n_features: int, n_horizons: int) -> None:
@@ -91,15 +96,20 @@ class ATFTGATFAN(nn.Module):
         return self.graph is not None and self.phase >= GAT_PHASE
 
     def forward(self, batch: "DayBatch") -> ModelOutput:
-        x = batch.x
-        if x.dim() != 3 or x.shape[-1] != self.n_features:
-            raise ValueError(f"ATFTGATFAN: expected x [rows, lookback, {self.n_features}], got {tuple(x.shape)}")
+        seq, window = batch.seq, batch.lookback
+        if seq.dim() != 3 or seq.shape[-1] != self.n_features:
+            raise ValueError(f"ATFTGATFAN: expected x/seq [stocks, steps, {self.n_features}], got {tuple(seq.shape)}")
+        if seq.shape[1] < 2 * window - 1 or (batch.n_rows and int(batch.seq_end.min()) < 2 * window - 2):
+            raise ValueError(f"ATFTGATFAN: every row needs {2 * window - 2} steps of history before its day "
+                             f"(window {window} plus FAN context); see DayBatch")
+        ends = batch.seq_end - (window - 1)                                 # steps of the encoder input
         if self.fan_active:
-            x, summary = self.fan(x)                                        # [S, L, F], [S, 2F]
+            inputs, summary = self._fan(batch, ends)                        # [U, T', F], [S, 2F]
             fan_vec = self.fan_summary(summary)                             # [S, H]
         else:
-            fan_vec = x.new_zeros(x.shape[0], self.cfg.hidden_size)
-        pooled, weights = self.encoder(x)                                   # [S, H], [S, F]
+            inputs = seq[:, window - 1:]
+            fan_vec = seq.new_zeros(batch.n_rows, self.cfg.hidden_size)
+        pooled, weights = self.encoder(inputs, batch.seq_row, ends, window)  # [S, H], [S, F]
         backbone = self.combine(torch.cat([pooled, fan_vec], dim=-1))       # [S, H]
         fused = backbone
         if self.gat_active:
@@ -108,6 +118,18 @@ class ATFTGATFAN(nn.Module):
         point, quantiles = self.heads(fused)
         return ModelOutput(point=point, quantiles=quantiles, alpha=self.gate.alpha().detach(),
                            feature_weights=weights)
+
+    def _fan(self, batch: "DayBatch", ends: Tensor) -> tuple[Tensor, Tensor]:
+        """FAN residual histories and the rows' summaries: precomputed ones when the batch
+        carries them (the trainer's case), else computed here from `seq`."""
+        assert self.fan is not None
+        if batch.fan_seq is None:
+            inputs, summary = self.fan(batch.seq, batch.lookback)
+            return inputs, summary[batch.seq_row, ends]
+        if batch.fan_key != (batch.lookback, self.fan.top_k):
+            raise ValueError(f"ATFTGATFAN: the batch's FAN (window, top_k) = {batch.fan_key} does not match "
+                             f"lookback {batch.lookback} and model.fan_top_k {self.fan.top_k}")
+        return batch.fan_seq, batch.fan_summary
 
     def gat_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the GAT layers and the residual gate (for grad-norm logging)."""

@@ -26,7 +26,8 @@ from atft_core.data.errors import DataError
 from atft_core.data.panel import load_panel
 from atft_core.graph import GraphCache
 from atft_core.inference import ModelPredictor, eligible_days, evaluate, targets_for
-from atft_core.model import ATFTGATFAN
+from atft_core.model import ATFTGATFAN, FAN_PHASE, GAT_PHASE
+from atft_core.nn.fan import precompute_fan
 from atft_core.predictions import write_predictions
 from atft_core.run_files import RunFiles
 
@@ -46,9 +47,11 @@ def predict_run(run_dir: Path, dataset: Path, out: Path) -> dict[str, float | No
         model.load_state_dict(state["model"])
         phase = int(state["phase"])
         model.set_phase(phase)
-        use_graph = phase >= 2 and cfg.model.use_gat
+        use_graph = phase >= GAT_PHASE and cfg.model.use_gat
         graphs = GraphCache(panel.returns, panel.valid, panel.sectors, cfg.model, torch.device("cpu")) if use_graph else None
-        predictor = ModelPredictor(model, panel, cfg, graphs, torch.device("cpu"), contextlib.nullcontext)
+        use_fan = phase >= FAN_PHASE and cfg.model.fan_top_k > 0
+        fan = precompute_fan(panel.features, cfg.data.lookback, cfg.model.fan_top_k) if use_fan else None
+        predictor = ModelPredictor(model, panel, cfg, graphs, fan, torch.device("cpu"), contextlib.nullcontext)
     else:
         baseline = baseline_from_state(state["baseline"])
         predictor = lambda d: baseline.predict(panel, d)  # noqa: E731

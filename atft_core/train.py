@@ -5,7 +5,7 @@
     python -m atft_core.train --resume runs/my-run
     python -m atft_core.train --config my.json --print-config
 
-A step takes whole trading days (``train.days_per_step`` of them), never a random mix of
+A step takes whole trading days (``train.days_per_step`` consecutive ones), never a random mix of
 stock-days, because every ranking loss and metric is cross-sectional. Phases: 0 baseline (no
 FAN, no GAT), 1 adds FAN, 2 adds GAT, 3 fine-tunes; early stopping on validation RankIC.
 The run folder receives the effective config, status heartbeats, metrics.jsonl, checkpoints
@@ -37,12 +37,13 @@ from atft_core.baselines import fit_baseline
 from atft_core.batching import make_day_batch
 from atft_core.checkpoint import load_checkpoint, save_checkpoint
 from atft_core.config import PHASE_NAMES, ConfigError, RunConfig, build_config, parse_overrides, resolve
-from atft_core.data.panel import load_panel
+from atft_core.data.panel import Panel, load_panel
 from atft_core.data.splits import make_splits
 from atft_core.graph import GraphCache
 from atft_core.inference import ModelPredictor, eligible_days, evaluate, targets_for
 from atft_core.loss import compute_loss
-from atft_core.model import ATFTGATFAN
+from atft_core.model import ATFTGATFAN, FAN_PHASE, GAT_PHASE
+from atft_core.nn.fan import FanInputs, precompute_fan
 from atft_core.predictions import write_predictions
 from atft_core.run_files import MetricsWriter, RunFiles, read_json, write_json_atomic
 
@@ -164,6 +165,19 @@ def _make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optim
     return optimizer_cls(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
+def day_blocks(days: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """The (sorted) training days cut into runs of `size` consecutive entries, in random order.
+
+    A step's days are consecutive so that the encoder reads each stock's history once for all
+    of them (atft_core/batching.py); the cut points move with a random offset each epoch so
+    that no two days are always batched together. Every day appears exactly once.
+    """
+    days = np.sort(np.asarray(days))
+    offset = int(rng.integers(size)) if size > 1 else 0
+    blocks = [b for b in np.split(days, np.arange(offset, len(days), size)) if len(b)]
+    return [blocks[i] for i in rng.permutation(len(blocks))]
+
+
 def _grad_norm(parameters) -> float:
     norms = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
@@ -192,7 +206,9 @@ def _setup_logging(files: RunFiles) -> None:
 class Trainer:
     """Trains one run folder from an effective config; see the module docstring."""
 
-    def __init__(self, cfg: RunConfig, files: RunFiles, requested: dict[str, Any], status: StatusFile):
+    def __init__(self, cfg: RunConfig, files: RunFiles, requested: dict[str, Any], status: StatusFile,
+                 panel: Panel | None = None):
+        """`panel` replaces loading `cfg.data.path` (benchmarks on synthetic panels of any size)."""
         self.cfg = cfg
         self.files = files
         self.requested = requested
@@ -202,7 +218,7 @@ class Trainer:
         self.stop_event = threading.Event()
         self.progress = Progress()
 
-        self.panel = load_panel(cfg.data)
+        self.panel = panel if panel is not None else load_panel(cfg.data)
         if cfg.train.mode == "optimized":
             self.panel = self.panel.to(self.device)
         self.splits = make_splits(self.panel.dates, cfg.data)
@@ -222,6 +238,9 @@ class Trainer:
             self.optimizer = _make_optimizer(cfg, self.model)
             if cfg.model.use_gat:
                 self.graphs = GraphCache(self.panel.returns, self.panel.valid, self.panel.sectors, cfg.model, self.device)
+        # FAN's per-step inputs depend on the data only: computed once here, not every step.
+        self.fan = (precompute_fan(self.panel.features, cfg.data.lookback, cfg.model.fan_top_k)
+                    if self.is_deep and cfg.model.fan_top_k > 0 else None)
 
     # -- facts -------------------------------------------------------------------------------
     def resolved_facts(self) -> dict[str, Any]:
@@ -287,6 +306,11 @@ class Trainer:
         log.info("resumed from %s at epoch %d (step %d)", self.files.last_checkpoint, self.progress.epoch, self.progress.step)
         return int(state["phase"])
 
+    def phase_inputs(self, phase: int) -> tuple[GraphCache | None, FanInputs | None]:
+        """The day graphs and FAN inputs that `phase` uses (None where it does not)."""
+        return (self.graphs if phase >= GAT_PHASE else None,
+                self.fan if phase >= FAN_PHASE else None)
+
     # -- one epoch ---------------------------------------------------------------------------
     def train_epoch(self, phase: int, epoch_in_phase: int, metrics: MetricsWriter) -> dict[str, float]:
         cfg, model = self.cfg, self.model
@@ -296,10 +320,9 @@ class Trainer:
         if self.graphs is not None:
             self.graphs.reset_stats()
         rng = np.random.default_rng(cfg.runtime.seed + self.progress.epoch)
-        days = rng.permutation(self.train_days)
-        chunks = [days[i:i + cfg.train.days_per_step] for i in range(0, len(days), cfg.train.days_per_step)]
+        chunks = day_blocks(self.train_days, cfg.train.days_per_step, rng)
         steps_in_phase = len(chunks) * cfg.train.phase_epochs[phase]
-        graphs = self.graphs if phase >= 2 else None
+        graphs, fan = self.phase_inputs(phase)
         sums: dict[str, float] = {}
         gat_norms: list[float] = []
         rows = 0
@@ -309,7 +332,7 @@ class Trainer:
                 cfg, epoch_in_phase, epoch_in_phase * len(chunks) + i, steps_in_phase)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            batch = make_day_batch(self.panel, torch.as_tensor(chunk), cfg.data.lookback, graphs, self.device)
+            batch = make_day_batch(self.panel, torch.as_tensor(chunk), cfg.data.lookback, graphs, self.device, fan)
             with self.autocast():
                 out = model(batch)
             loss, terms = compute_loss(out, batch, cfg.loss, cfg.model.quantiles,
@@ -348,20 +371,21 @@ class Trainer:
     def validate(self, phase: int) -> dict[str, float | None]:
         assert self.model is not None
         self.model.set_phase(phase)
-        graphs = self.graphs if phase >= 2 else None
-        predictor = ModelPredictor(self.model, self.panel, self.cfg, graphs, self.device, self.autocast)
+        predictor = ModelPredictor(self.model, self.panel, self.cfg, *self.phase_inputs(phase), self.device,
+                                   self.autocast)
         values = evaluate(predictor(self.val_days), targets_for(self.panel, self.val_days), self.cfg.data.horizons, "val")
-        values["val/loss"] = self._val_loss(phase, graphs)
+        values["val/loss"] = self._val_loss(phase)
         return values
 
-    def _val_loss(self, phase: int, graphs) -> float:
+    def _val_loss(self, phase: int) -> float:
         cfg, model = self.cfg, self.model
+        graphs, fan = self.phase_inputs(phase)
         total, count = 0.0, 0
         model.eval()
         with torch.no_grad():
             for start in range(0, len(self.val_days), cfg.train.days_per_step):
                 days = torch.as_tensor(self.val_days[start:start + cfg.train.days_per_step])
-                batch = make_day_batch(self.panel, days, cfg.data.lookback, graphs, self.device)
+                batch = make_day_batch(self.panel, days, cfg.data.lookback, graphs, self.device, fan)
                 with self.autocast():
                     out = model(batch)
                 loss, _ = compute_loss(out, batch, cfg.loss, cfg.model.quantiles,
@@ -462,8 +486,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         phase = int(state["phase"])
         self.model.set_phase(phase)
-        graphs = self.graphs if phase >= 2 else None
-        return ModelPredictor(self.model, self.panel, self.cfg, graphs, self.device, self.autocast)
+        return ModelPredictor(self.model, self.panel, self.cfg, *self.phase_inputs(phase), self.device, self.autocast)
 
 
 def _truncate_metrics(path: Path, last_epoch: int) -> None:

@@ -61,6 +61,7 @@ def make_inputs(args: argparse.Namespace, cfg):
     import torch
     from atft_core.batching import DayBatch
     from atft_core.graph import build_graph
+    from atft_core.nn.fan import FrequencyAdaptiveNorm
     n, days = args.stocks, args.days
     sectors = torch.randint(0, 33, (n,))
     edges, attrs = [], []
@@ -71,10 +72,16 @@ def make_inputs(args: argparse.Namespace, cfg):
         edges.append(ei + b * n)
         attrs.append(ea)
     s = n * days
-    batch = DayBatch(x=torch.randn(s, args.lookback, args.features),
-                     day=torch.arange(days).repeat_interleave(n), day_index=torch.arange(days),
-                     stock=torch.arange(n).repeat(days), targets=torch.randn(s, args.horizons),
+    # The trainer's layout: one history per stock over the consecutive days plus context.
+    stock, day = torch.arange(n).repeat(days), torch.arange(days).repeat_interleave(n)
+    batch = DayBatch(seq=torch.randn(n, days + 2 * args.lookback - 2, args.features), seq_row=stock,
+                     seq_end=2 * args.lookback - 2 + day, lookback=args.lookback, day=day,
+                     day_index=torch.arange(days), stock=stock, targets=torch.randn(s, args.horizons),
                      edge_index=torch.cat(edges, 1), edge_attr=torch.cat(attrs))
+    # FAN precomputed, as the trainer does once per run (atft_core.nn.fan.precompute_fan).
+    residual, summary = FrequencyAdaptiveNorm(cfg.fan_top_k)(batch.seq, args.lookback)
+    batch.fan_seq, batch.fan_key = residual, (args.lookback, cfg.fan_top_k)
+    batch.fan_summary = summary[batch.seq_row, batch.seq_end - args.lookback + 1]
     return batch
 
 
@@ -127,7 +134,7 @@ def time_model(args: argparse.Namespace, cfg, batch, bf16: bool = False) -> tupl
     opt = torch.optim.AdamW(model.parameters())
 
     def step() -> None:
-        with torch.autocast(batch.x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(batch.seq.device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(batch)
         loss = (out.point - batch.targets).square().mean() + out.quantiles.square().mean()
         opt.zero_grad(set_to_none=True)
@@ -157,7 +164,7 @@ def run_child(args: argparse.Namespace) -> None:
           f"sector edges {base.graph_max_sector_edges}): {1e3 * time_graph(args, base):.1f} ms/day")
     print(f"make_day_batch ({args.days} days, graphs cached): {1e3 * time_batching(args, base):.1f} ms/batch")
     batch = make_inputs(args, base)
-    rows = batch.x.shape[0]
+    rows = batch.n_rows
     print(f"batch: {args.days} days x {args.stocks} stocks = {rows} rows, lookback {args.lookback}, "
           f"{args.features} features, {batch.edge_index.shape[1]} edges")
     for hidden in args.hidden:

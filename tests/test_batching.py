@@ -87,3 +87,26 @@ def test_to_device_and_errors():
         make_day_batch(panel, [99], 2, None, "cpu")
     with pytest.raises(ValueError, match="lookback"):
         make_day_batch(panel, [5], 0, None, "cpu")
+
+
+@pytest.mark.parametrize("lookback,top_k", [(3, 1), (4, 2), (1, 1)])
+def test_precomputed_fan_gives_what_the_model_computes_itself(lookback, top_k):
+    """The trainer's once-per-run FAN equals the per-batch one, for days near the panel start
+    (zero context) and later ones, and a mismatched setting is refused."""
+    from atft_core.model import ATFTGATFAN
+    from atft_core.nn.fan import precompute_fan
+    panel = make_panel(days=30, n_features=3)
+    panel.features = torch.randn_like(panel.features) * panel.valid[..., None]
+    torch.manual_seed(0)
+    model = ATFTGATFAN(ModelConfig(hidden_size=8, encoder_heads=2, fan_top_k=top_k, use_gat=False), 3, 2).eval()
+    fan = precompute_fan(panel.features, lookback, top_k)
+    for days in ([lookback - 1, lookback, lookback + 1], [20, 21, 22, 23]):
+        plain = make_day_batch(panel, days, lookback, None, "cpu")
+        cached = make_day_batch(panel, days, lookback, None, "cpu", fan)
+        assert plain.fan_seq is None and cached.fan_seq.shape == (plain.seq.shape[0], plain.seq.shape[1] - lookback + 1, 3)
+        torch.testing.assert_close(model(cached).point, model(plain).point)
+    with pytest.raises(ValueError, match="window"):
+        make_day_batch(panel, [10], lookback + 1, None, "cpu", fan)
+    other = ATFTGATFAN(ModelConfig(hidden_size=8, encoder_heads=2, fan_top_k=top_k + 1, use_gat=False), 3, 2)
+    with pytest.raises(ValueError, match="fan_top_k"):
+        other(make_day_batch(panel, [10], lookback, None, "cpu", fan))

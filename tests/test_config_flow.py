@@ -147,7 +147,7 @@ def _lookback_obs(cfg: RunConfig) -> dict[str, Any]:
     panel = _panel(eff.data)
     torch.manual_seed(0)
     model = ATFTGATFAN(eff.model, len(panel.feature_names), len(eff.data.horizons))
-    predictor = ModelPredictor(model, panel, eff, None, torch.device("cpu"), contextlib.nullcontext)
+    predictor = ModelPredictor(model, panel, eff, None, None, torch.device("cpu"), contextlib.nullcontext)
     return {"eligible": eligible_days(panel, np.arange(12), eff), "pred": predictor(np.array(MODEL_DAYS))}
 
 
@@ -183,7 +183,7 @@ def _epoch_obs(cfg: RunConfig, phase: int = 0, epoch_in_phase: int = 0) -> dict[
     with _trainer(cfg) as trainer, MetricsWriter(trainer.files.metrics) as metrics:
         values = trainer.train_epoch(phase, epoch_in_phase, metrics)
         values = {k: v for k, v in values.items() if k not in ("epoch_seconds", "samples_per_second")}
-        values["val/loss"] = trainer._val_loss(phase, None)
+        values["val/loss"] = trainer._val_loss(phase)
         values["steps"] = trainer.progress.step
         values["logged_steps"] = len(trainer.files.metrics.read_text().splitlines())
         values["optimizer"] = type(trainer.optimizer).__name__

@@ -26,15 +26,12 @@ WEIGHT_FIELDS = {
 
 
 def _batch(day: torch.Tensor, targets: torch.Tensor):
-    """A real DayBatch when batching.py is importable (only day and targets matter here)."""
-    try:
-        from atft_core.batching import DayBatch
-    except ImportError:  # pragma: no cover - batching.py is written by another helper
-        return SimpleNamespace(day=day, targets=targets)
+    """A real DayBatch (only day and targets matter here)."""
+    from atft_core.batching import DayBatch
     s = day.shape[0]
     n_days = int(day.max()) + 1
-    return DayBatch(x=torch.zeros(s, 1, 1), day=day, day_index=torch.arange(n_days), stock=torch.arange(s),
-                    targets=targets, edge_index=torch.zeros(2, 0, dtype=torch.long), edge_attr=torch.zeros(0, 2))
+    return DayBatch.from_windows(x=torch.zeros(s, 1, 1), day=day, day_index=torch.arange(n_days),
+                                 stock=torch.arange(s), targets=targets, edge_index=torch.zeros(2, 0, dtype=torch.long), edge_attr=torch.zeros(0, 2))
 
 
 def _case(n_per_day=(60, 50, 40), n_h=2, seed=0, signal=0.5):

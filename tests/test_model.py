@@ -29,7 +29,7 @@ def make_batch(cfg: ModelConfig, days: int = 2, stocks: int = 6, n_features: int
         edges.append(ei + b * stocks)
         attrs.append(ea)
     s = days * stocks
-    return DayBatch(x=torch.randn(s, lookback, n_features, generator=g),
+    return DayBatch.from_windows(x=torch.randn(s, lookback, n_features, generator=g),
                     day=torch.arange(days).repeat_interleave(stocks), day_index=torch.arange(days),
                     stock=torch.arange(stocks).repeat(days), targets=torch.randn(s, n_horizons, generator=g),
                     edge_index=torch.cat(edges, 1), edge_attr=torch.cat(attrs))
@@ -110,16 +110,44 @@ def test_fan_changes_output_and_zero_equals_off():
     assert not torch.allclose(on(batch).point, other_k(batch).point)
 
 
-@pytest.mark.parametrize("length,k", [(8, 1), (8, 3), (7, 2), (20, 3), (6, 4)])
-def test_fan_matches_fft_reference(length, k):
-    x = torch.randn(4, length, 3, dtype=torch.float64)
-    residual, summary = FrequencyAdaptiveNorm(k)(x)
-    spectrum = torch.fft.rfft(x, dim=1)
-    top = spectrum.abs().topk(min(k, spectrum.shape[1]), dim=1).indices
-    keep = torch.zeros(spectrum.shape, dtype=torch.bool).scatter_(1, top, True)
-    removed = torch.fft.irfft(spectrum * keep, n=length, dim=1)
-    torch.testing.assert_close(residual, x - removed)
-    torch.testing.assert_close(summary, torch.cat([removed[:, -1], removed.square().mean(1).sqrt()], -1))
+@pytest.mark.parametrize("length,k", [(8, 1), (8, 3), (7, 2), (20, 3), (6, 4), (1, 1)])
+def test_fan_matches_fft_reference_at_every_step(length, k):
+    seq = torch.randn(4, length + 5, 3, dtype=torch.float64)
+    residual, summary = FrequencyAdaptiveNorm(k)(seq, length)
+    assert residual.shape == (4, 6, 3) and summary.shape == (4, 6, 6)
+    for step in range(length - 1, seq.shape[1]):
+        window = seq[:, step - length + 1:step + 1]                        # days <= step only
+        spectrum = torch.fft.rfft(window, dim=1)
+        top = spectrum.abs().topk(min(k, spectrum.shape[1]), dim=1).indices
+        keep = torch.zeros(spectrum.shape, dtype=torch.bool).scatter_(1, top, True)
+        removed = torch.fft.irfft(spectrum * keep, n=length, dim=1)
+        i = step - length + 1
+        torch.testing.assert_close(residual[:, i], seq[:, step] - removed[:, -1])
+        torch.testing.assert_close(summary[:, i], torch.cat([removed[:, -1], removed.square().mean(1).sqrt()], -1))
+
+
+def test_shared_histories_equal_one_window_per_row():
+    """Rows of consecutive days read from one stock history give what a window per row gives
+    for the first day (the same L steps), and stay causal for the later ones."""
+    model = build(use_gat=False).eval()
+    stocks, days, lookback = 3, 4, LOOKBACK
+    seq = torch.randn(stocks, days + 2 * lookback - 2, N_FEATURES)
+    stock = torch.arange(stocks).repeat(days)
+    day = torch.arange(days).repeat_interleave(stocks)
+    common = dict(day=day, day_index=torch.arange(days), stock=stock, targets=torch.zeros(len(day), 2),
+                  edge_index=torch.zeros(2, 0, dtype=torch.long), edge_attr=torch.zeros(0, 2))
+    shared = DayBatch(seq=seq, seq_row=stock, seq_end=2 * lookback - 2 + day, lookback=lookback, **common)
+    windows = torch.stack([seq[s, d:d + 2 * lookback - 1] for d, s in zip(day.tolist(), stock.tolist())])
+    per_row = DayBatch(seq=windows, seq_row=torch.arange(len(day)), seq_end=torch.full((len(day),), 2 * lookback - 2),
+                       lookback=lookback, **common)
+    torch.testing.assert_close(shared.x, per_row.x)
+    first = day == 0
+    torch.testing.assert_close(model(shared).point[first], model(per_row).point[first])
+    later = seq.clone()
+    later[:, 2 * lookback - 1:] += 5.0                                     # days after day 0
+    moved = model(dataclasses.replace(shared, seq=later)).point
+    torch.testing.assert_close(moved[first], model(shared).point[first])
+    assert not torch.allclose(moved[~first], model(shared).point[~first])
 
 
 def test_last_step_attention_equals_causal_multihead_attention():
@@ -176,8 +204,8 @@ def test_last_step_change_moves_only_the_stock_and_its_graph_neighbours(gat_laye
     model = build(gat_layers=gat_layers, use_gat=use_gat, graph_top_k=1, graph_max_sector_edges=0).eval()
     batch = make_batch(model.cfg, days=3, stocks=8)
     j = 9                                   # a row of day 1
-    changed = dataclasses.replace(batch, x=batch.x.clone())
-    changed.x[j, -1] += 3.0
+    changed = dataclasses.replace(batch, seq=batch.seq.clone())
+    changed.seq[j, -1] += 3.0   # from_windows: row j's own history ends at its day
     diff = (model(batch).point - model(changed).point).abs().amax(1)
     moved = set(torch.nonzero(diff > 0).flatten().tolist())
     allowed = neighbours_within(batch.edge_index, j, gat_layers) if use_gat else {j}

@@ -1,13 +1,17 @@
 """ATFT temporal encoder (TFT-style): variable selection -> LSTM -> gated attention -> GRN.
 
+It runs once per *stock* over the batch's history `seq` [U, T, F] and then reads each row
+(stock, day t) at its own step: every layer before the attention is causal step by step, so a
+row's output depends on days <= t only. For B consecutive days this costs T = L + B - 1 steps
+per stock instead of B windows of L steps (DESIGN.md: "encode each stock's history once
+causally and slice per day"). The LSTM of the row of day t has therefore seen between L and
+L + B - 1 days (all <= t); the attention looks at exactly the last L.
+
 Cheap where it loses nothing:
-- the variable-selection weights are computed once per row (from the last step, i.e. day t)
-  and applied to every step, instead of one GRN per step;
-- only the last step is pooled, so the causal self-attention is evaluated for the last query
-  only: it attends to steps 1..L, all <= t, which is exactly the last row of causally masked
-  attention (the other L-1 query rows would be computed and thrown away), and it is
-  re-associated so that keys and values are never computed per step (see LastStepAttention);
-- dropout on [S, L, H] sequences uses one mask per row for all steps (LockedDropout).
+- only the row's own step is pooled, so the causal self-attention is evaluated for that query
+  only, over its L-step window, and re-associated so that keys and values are never computed
+  per step (see LastStepAttention);
+- dropout on [U, T, H] sequences uses one mask per stock for all steps (LockedDropout).
 """
 
 from __future__ import annotations
@@ -109,9 +113,10 @@ class LastStepAttention(nn.Module):
 
 
 class TemporalEncoder(nn.Module):
-    """Lookback window -> one vector per row (TFT-style), every width from the config.
+    """Stock histories -> one vector per row (TFT-style), every width from the config.
 
-    Shapes: x [S, L, F] -> (pooled [S, H], feature_weights [S, F]).
+    Shapes: seq [U, T, F], rows [S] (which history), ends [S] (the row's step in it, >= L-1),
+    window L -> (pooled [S, H], feature_weights [S, F]).
     """
 
     def __init__(self, cfg: ModelConfig, n_features: int) -> None:
@@ -127,13 +132,14 @@ class TemporalEncoder(nn.Module):
         self.post_attention = GateAddNorm(hidden, p)
         self.feed_forward = GatedResidualNetwork(hidden, hidden, hidden, p)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        weights = torch.softmax(self.selection(x[:, -1]), dim=-1)          # [S, F], once per row
+    def forward(self, seq: Tensor, rows: Tensor, ends: Tensor, window: int) -> tuple[Tensor, Tensor]:
+        weights = torch.softmax(self.selection(seq), dim=-1)                # [U, T, F], per step
         # Scaled by F so that uniform weights leave the features as they are (softmax weights
         # average 1/F and would otherwise shrink the LSTM's input F-fold at initialisation).
-        scale = weights * x.shape[-1]
-        embedded = self.embed_dropout(self.embed(x * scale[:, None, :]))   # [S, L, H]
-        lstm_out, _ = self.lstm(embedded)                                   # [S, L, H]
-        seq = self.post_lstm(lstm_out, embedded)                            # [S, L, H]
-        last = self.post_attention(self.attention(seq), seq[:, -1])         # [S, H]
-        return self.feed_forward(last), weights
+        embedded = self.embed_dropout(self.embed(seq * weights * seq.shape[-1]))  # [U, T, H]
+        lstm_out, _ = self.lstm(embedded)                                   # [U, T, H]
+        states = self.post_lstm(lstm_out, embedded)                         # [U, T, H]
+        steps = ends[:, None] + torch.arange(-window + 1, 1, device=ends.device)
+        windows = states[rows[:, None], steps]                              # [S, L, H]
+        last = self.post_attention(self.attention(windows), windows[:, -1])  # [S, H]
+        return self.feed_forward(last), weights[rows, ends]

@@ -1,0 +1,120 @@
+"""One training epoch of the real Trainer over a synthetic panel of any size (CPU or GPU).
+
+    python bench/bench_epoch.py --stocks 943 --days 2181 --features 49          # real-data shape, CPU
+    python bench/bench_epoch.py --stocks 4000 --days 2500 --features 300 \
+        --device cuda --mode optimized --hidden 64 256                          # the issue's GPU target
+
+Builds a `Panel` in memory (factor-structured returns, random features; no files), hands it to
+`atft_core.train.Trainer` and times `Trainer.train_epoch` in phase 2 (FAN and GAT on) with the
+trainer's own step: day batches, graphs, loss, backward, optimiser. Reported: one-time set-up
+(panel on device, FAN precompute), the epoch's wall time (graphs are built as days are first
+met, so a first epoch includes them; `--epochs 2` shows a later one), stock-days per second.
+Training days are the panel's days minus the lookback and the validation/test tails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from machine import cpu_model  # bench/machine.py (bench scripts run as python bench/X.py)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--stocks", type=int, default=943)
+    ap.add_argument("--days", type=int, default=2181)
+    ap.add_argument("--features", type=int, default=49)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[64])
+    ap.add_argument("--mode", choices=["safe", "optimized"], default="optimized")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--days-per-step", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=1, help="epochs timed per setting (the first builds the graphs)")
+    ap.add_argument("--extra", nargs="*", default=[], help="more section.name=value overrides")
+    return ap.parse_args(argv)
+
+
+def synthetic_panel(n_stocks: int, n_days: int, n_features: int, device: str):
+    """A panel with 33 sectors, factor-structured returns and standard-normal features."""
+    import numpy as np
+    import torch
+    from atft_core.data.panel import Panel
+    g = torch.Generator(device="cpu").manual_seed(0)
+    sectors = torch.randint(0, 33, (n_stocks,), generator=g)
+    returns = (0.01 * torch.randn(n_days, 1, generator=g) + 0.01 * torch.randn(n_days, 33, generator=g)[:, sectors]
+               + 0.02 * torch.randn(n_days, n_stocks, generator=g))
+    valid = torch.rand(n_days, n_stocks, generator=g) > 0.03
+    features = torch.randn(n_days, n_stocks, n_features, device=device) * valid.to(device)[..., None]
+    targets = torch.stack([returns.roll(-h, 0) for h in (1, 5, 10, 20)], -1)
+    dates = np.busday_offset(np.datetime64("2015-01-05"), np.arange(n_days), roll="forward")
+    return Panel(dates=dates, codes=[f"{1000 + i}0" for i in range(n_stocks)],
+                 feature_names=tuple(f"feat_{i:03d}" for i in range(n_features)), features=features,
+                 valid=valid.to(device), targets=targets.to(device), returns=(returns * valid).to(device),
+                 sectors=sectors.to(device), horizons=(1, 5, 10, 20), fingerprint="synthetic")
+
+
+def run_setting(args: argparse.Namespace, hidden: int) -> None:
+    import torch
+    from atft_core.config import RunConfig, resolve
+    from atft_core.run_files import MetricsWriter, RunFiles
+    from atft_core.train import StatusFile, Trainer, _configure_torch, _seed_everything
+    overrides = {"data.path": "synthetic.parquet", "model.hidden_size": hidden, "train.mode": args.mode,
+                 "runtime.device": args.device, "runtime.precision": args.precision,
+                 "train.days_per_step": args.days_per_step}
+    overrides.update(dict(item.split("=", 1) for item in args.extra))
+    cfg = resolve(RunConfig().replace(**overrides), cuda_available=torch.cuda.is_available(),
+                  cpu_count=os.cpu_count() or 1)
+    _configure_torch(cfg)
+    _seed_everything(cfg.runtime.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = RunFiles(Path(tmp) / "run")
+        files.root.mkdir(parents=True)
+        t0 = time.perf_counter()
+        panel = synthetic_panel(args.stocks, args.days, args.features, cfg.runtime.device if args.mode == "optimized" else "cpu")
+        trainer = Trainer(cfg, files, {}, StatusFile(files, 3600.0), panel=panel)
+        _sync(trainer.device)
+        setup = time.perf_counter() - t0
+        print(f"hidden {hidden}: {cfg.train.mode}, {cfg.runtime.device}, precision {cfg.runtime.precision}, "
+              f"{cfg.train.days_per_step} days/step, {len(trainer.train_days)} train days, "
+              f"{trainer.model.count_parameters()} params; set-up (panel + FAN precompute) {setup:.1f} s", flush=True)
+        with MetricsWriter(files.metrics) as metrics:
+            for epoch in range(args.epochs):
+                t0 = time.perf_counter()
+                values = trainer.train_epoch(2, epoch, metrics)
+                _sync(trainer.device)
+                wall = time.perf_counter() - t0
+                trainer.progress.epoch += 1
+                print(f"  epoch {epoch + 1}: {wall:7.1f} s wall, {values['samples_per_second']:9.0f} stock-days/s "
+                      f"(loss {values['train/loss']:.4f}, graphs built {values.get('graph/built', 0):.0f})", flush=True)
+        if trainer.device.type == "cuda":
+            print(f"  peak GPU memory {torch.cuda.max_memory_allocated(trainer.device) / 2**30:.1f} GiB", flush=True)
+
+
+def _sync(device) -> None:
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv: list[str]) -> None:
+    import torch
+    args = parse_args(argv)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cpus, load {load:.1f}, {gpu}; torch {torch.__version__}; "
+          f"python {platform.python_version()}")
+    print(f"panel: {args.stocks} stocks x {args.days} days x {args.features} features")
+    for hidden in args.hidden:
+        run_setting(args, hidden)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
