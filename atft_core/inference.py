@@ -20,7 +20,10 @@ from atft_core.nn.fan import FanInputs
 
 
 class Predictor(Protocol):
-    def __call__(self, day_indices: np.ndarray) -> np.ndarray:  # [len(days), N, H]
+    def __call__(self, day_indices: np.ndarray,
+                 on_batch: Callable[[object, object], None] | None = None) -> np.ndarray:
+        """Point predictions [days, N, H]; `on_batch(output, batch)` sees every chunk (the
+        trainer computes its validation loss there, in the same pass)."""  # [len(days), N, H]
         ...
 
 
@@ -48,7 +51,10 @@ class ModelPredictor:
     device: torch.device
     autocast: Callable[[], object]
 
-    def __call__(self, day_indices: np.ndarray) -> np.ndarray:
+    def __call__(self, day_indices: np.ndarray,
+                 on_batch: Callable[[object, object], None] | None = None) -> np.ndarray:
+        """Point predictions [days, N, H]; `on_batch(output, batch)` sees every chunk (the
+        trainer computes its validation loss there, in the same pass)."""
         n_days, n_stocks = len(day_indices), self.panel.valid.shape[1]
         out = np.full((n_days, n_stocks, len(self.cfg.data.horizons)), np.nan, dtype=np.float64)
         chunk = self.cfg.train.days_per_step
@@ -60,7 +66,10 @@ class ModelPredictor:
                 batch = make_day_batch(self.panel, torch.as_tensor(days), self.cfg.data.lookback,
                                        self.graphs, self.device, self.fan)
                 with self.autocast():
-                    point = self.model(batch).point.float()
+                    output = self.model(batch)
+                if on_batch is not None:
+                    on_batch(output, batch)
+                point = output.point.float()
                 rows = (batch.day.cpu().numpy() + start, batch.stock.cpu().numpy())
                 out[rows] = point.cpu().numpy()
         self.model.train(was_training)

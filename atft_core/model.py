@@ -4,7 +4,7 @@ Data flow for the S stock-days of a `DayBatch`, whose inputs are U stock histori
 comments; L the lookback, T the history length):
 
     seq [U, T, F] --FAN per step--> residual [U, T-L+1, F] --encoder, read at each row's day--> pooled [S, H]
-                             \--> summary at the row's day [S, 2F] --linear--> [S, H] --/   (GRN -> backbone [S, H])
+                             `--> summary at the row's day [S, 2F] --linear--> [S, H] --/   (GRN -> backbone [S, H])
     backbone --GATv2 x gat_layers over the day graphs--> graph [S, H]
     fused = (1 - alpha) * backbone + alpha * graph --heads--> point [S, Hz], quantiles [S, Hz, Q]
 

@@ -369,31 +369,24 @@ class Trainer:
         return values
 
     def validate(self, phase: int) -> dict[str, float | None]:
+        """Validation metrics and loss of the current model, from one pass over the days."""
+        cfg = self.cfg
         assert self.model is not None
         self.model.set_phase(phase)
-        predictor = ModelPredictor(self.model, self.panel, self.cfg, *self.phase_inputs(phase), self.device,
-                                   self.autocast)
-        values = evaluate(predictor(self.val_days), targets_for(self.panel, self.val_days), self.cfg.data.horizons, "val")
-        values["val/loss"] = self._val_loss(phase)
-        return values
+        losses: list[float] = []
 
-    def _val_loss(self, phase: int) -> float:
-        cfg, model = self.cfg, self.model
-        graphs, fan = self.phase_inputs(phase)
-        total, count = 0.0, 0
-        model.eval()
-        with torch.no_grad():
-            for start in range(0, len(self.val_days), cfg.train.days_per_step):
-                days = torch.as_tensor(self.val_days[start:start + cfg.train.days_per_step])
-                batch = make_day_batch(self.panel, days, cfg.data.lookback, graphs, self.device, fan)
-                with self.autocast():
-                    out = model(batch)
-                loss, _ = compute_loss(out, batch, cfg.loss, cfg.model.quantiles,
-                                       rank_scale=cfg.train.phase_rank_loss_scale[phase],
-                                       horizon_weights=cfg.loss.horizon_weights)
-                total, count = total + float(loss), count + 1
-        model.train()
-        return total / max(1, count)
+        def add_loss(out, batch) -> None:
+            loss, _ = compute_loss(out, batch, cfg.loss, cfg.model.quantiles,
+                                   rank_scale=cfg.train.phase_rank_loss_scale[phase],
+                                   horizon_weights=cfg.loss.horizon_weights)
+            losses.append(float(loss))
+
+        predictor = ModelPredictor(self.model, self.panel, cfg, *self.phase_inputs(phase), self.device,
+                                   self.autocast)
+        pred = predictor(self.val_days, on_batch=add_loss)
+        values = evaluate(pred, targets_for(self.panel, self.val_days), cfg.data.horizons, "val")
+        values["val/loss"] = float(np.mean(losses)) if losses else None
+        return values
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, start_phase: int, metrics: MetricsWriter) -> str:

@@ -3,7 +3,7 @@
 `PROBES` maps each dotted field to ``(changed_value, probe)`` or ``(changed_value, probe, given)``.
 A probe takes the *requested* config and returns an observable computed by the real consumer
 of the field (load_panel, make_splits, eligible_days, GraphCache, ATFTGATFAN, fit_baseline,
-resolve, Trainer.train_epoch / _val_loss / fit / _track_best / _check_degenerate, StatusFile,
+resolve, Trainer.train_epoch / validate / fit / _track_best / _check_degenerate, StatusFile,
 _autocast_factory, _configure_torch). ``given`` are settings applied on *both* sides, for a field
 that only acts together with another one (``train.step_gamma`` needs ``schedule='step'``).
 A field that the code ignores leaves its observable unchanged and fails here; a new field
@@ -179,11 +179,11 @@ def _graph_obs(cfg: RunConfig) -> dict[str, Any]:
 
 @_cached
 def _epoch_obs(cfg: RunConfig, phase: int = 0, epoch_in_phase: int = 0) -> dict[str, Any]:
-    """One real Trainer.train_epoch (two steps) plus Trainer._val_loss, on the tiny trainer."""
+    """One real Trainer.train_epoch (two steps) plus the validation loss, on the tiny trainer."""
     with _trainer(cfg) as trainer, MetricsWriter(trainer.files.metrics) as metrics:
         values = trainer.train_epoch(phase, epoch_in_phase, metrics)
         values = {k: v for k, v in values.items() if k not in ("epoch_seconds", "samples_per_second")}
-        values["val/loss"] = trainer._val_loss(phase)
+        values["val/loss"] = trainer.validate(phase)["val/loss"]
         values["steps"] = trainer.progress.step
         values["logged_steps"] = len(trainer.files.metrics.read_text().splitlines())
         values["optimizer"] = type(trainer.optimizer).__name__

@@ -1,0 +1,668 @@
+"""Quality report: ATFT-GAT-FAN vs simple baselines on real data -> docs/quality.md + plots.
+
+    python bench/quality.py                          # the whole report (~2 h on 2 CPU cores)
+    python bench/quality.py --only default-s0,base-ridge   # train / refresh some rows only
+    python bench/quality.py --report-only            # rebuild markdown + plots from the runs
+    python bench/quality.py --from-results           # ... from docs/quality/results.json alone
+    python bench/quality.py --smoke --runs-dir /tmp/q --out /tmp/q/report   # synthetic, ~30 s
+    python bench/quality.py --list                   # the rows and their settings
+
+Protocol: the real panel in ../shared/data is built with the project's own `build` into
+`<runs-dir>/dataset.parquet` (reused while the raw files and build options are unchanged);
+train 2016-05-01..2022-12-31, validation 2023, test 2024 (data.start / train_end / val_end),
+purge >= longest horizon + execution lag (config resolution) plus the default embargo.
+
+Rows: every baseline kind; the default config with --seeds seeds; one-seed ablations (GAT off,
+FAN off, fixed gate, large hidden size, RankIC / CS-IC loss weights, a single phase); then the
+default model and every baseline again with data.execution_lag=1. Each row is one
+`python -m atft_core.train` subprocess (with the launcher's allocator settings) into
+`<runs-dir>/<row>`; a row whose run completed with the same requested config and dataset is
+reused, a stopped one resumed. The numbers go to `<out>/quality/results.json`, the page to
+`<out>/quality.md`, the plots to `<out>/quality/*.png` (analysis in quality_report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT), str(Path(__file__).resolve().parent)]  # atft_core; bench/ when imported
+
+import quality_report as report  # noqa: E402
+from machine import cpu_model  # noqa: E402
+from atft_core import metrics  # noqa: E402
+from atft_core.config import MODEL_KINDS, LossConfig, RunConfig  # noqa: E402
+from atft_core.data.build import BuildParams, build_dataset, fingerprint  # noqa: E402
+from atft_core.data.demo import make_demo  # noqa: E402
+from atft_core.data.schema import read_metadata  # noqa: E402
+from atft_core.data.validate import validate_dataset  # noqa: E402
+from atft_core.evaluation import horizons_in, load_predictions, to_arrays  # noqa: E402
+from atft_core.launcher import TRAINER_ENV  # noqa: E402
+from atft_core.run_files import RunFiles, read_json  # noqa: E402
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+RAW_FILES = {"quotes": "jquants_daily_quotes_2016_2024.parquet", "listed_info": "jquants_listed_info.csv",
+             "index": "jquants_topix_2004_2024.parquet"}
+TRAIN_START, TRAIN_END, VAL_END = "2016-05-01", "2022-12-31", "2023-12-31"
+"""The protocol: train 2016-05-01..2022-12-31, validation 2023, test 2024 (the rest of the data)."""
+REPORT_HORIZONS = (1, 5)
+DEEP = "atft_gat_fan"
+BASELINES = tuple(k for k in MODEL_KINDS if k != DEEP)
+ABLATION_RANKIC_WEIGHT = 0.5
+ABLATION_CS_IC_WEIGHT = 0.3
+"""The loss weights the old system argued about (defaults come from LossConfig)."""
+SMOKE_STOCKS, SMOKE_DAYS = 40, 300
+FINAL_STATES_OK = ("completed", "early_stopped")
+COMMAND_FILE = "quality_command.txt"
+"""Written into each row's run folder: the bench/quality.py command that trained it."""
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """What an invocation may cut to fit its time; each has a profile default and a CLI option."""
+
+    phase_epochs: tuple[int, ...]
+    """train.phase_epochs of the deep rows."""
+    hidden: int
+    """model.hidden_size of the default rows."""
+    hidden_large: int
+    """model.hidden_size of the large-width ablation."""
+    max_train_days: int
+    """Deep rows train on the last this many training days (0 = all); baselines always use all."""
+    seeds: int
+    """Seeds of the default config."""
+    mode: str
+    """train.mode of every row."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One report size: config values of the rows and default knobs."""
+
+    base: dict[str, Any]
+    """Dotted config values of every row."""
+    deep: dict[str, Any]
+    """Extra dotted values of the deep-model rows (tiny model settings for the smoke profile)."""
+    knobs: Knobs
+    poll_seconds: float
+    """How often the trainer's status is checked for progress lines."""
+    rows: tuple[str, ...] = ()
+    """Default rows to train (empty = all)."""
+
+
+PROFILES = {
+    # Knobs estimated (from bench/ throughput figures) to fit the 21 rows in ~2 h on an idle 2-core CPU.
+    "real": Profile(base={"data.start": TRAIN_START, "data.train_end": TRAIN_END, "data.val_end": VAL_END},
+                    deep={}, knobs=Knobs(phase_epochs=(1, 1, 1, 1), hidden=64, hidden_large=256,
+                                         max_train_days=400, seeds=3, mode="optimized"), poll_seconds=15.0),
+    "tiny": Profile(base={"data.horizons": (1, 5), "data.lookback": 10, "data.min_stocks_per_day": 10,
+                          "runtime.num_threads": 1},
+                    deep={"model.encoder_heads": 2, "model.gat_heads": 2, "model.fan_top_k": 2,
+                          "model.graph_top_k": 4, "model.graph_corr_window": 10, "model.graph_max_sector_edges": 4},
+                    knobs=Knobs(phase_epochs=(0, 0, 1, 0), hidden=8, hidden_large=16, max_train_days=0, seeds=1,
+                                mode="optimized"),
+                    poll_seconds=0.2, rows=("base-reversal_1d", "default-s0")),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective settings of one invocation (profile defaults + command line)."""
+
+    profile: str
+    dataset: Path
+    runs_dir: Path
+    out: Path
+    knobs: Knobs
+    device: str
+    poll_seconds: float
+    only: tuple[str, ...]
+    command: str
+    """This invocation, as typed (recorded with every row it trains)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the report: a run folder name, a table label and its config changes."""
+
+    name: str
+    group: str
+    """'baseline', 'default', 'ablation' or 'lag1'."""
+    label: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.overrides.get("model.kind", DEEP)
+
+    @property
+    def lag(self) -> int:
+        return int(self.overrides.get("data.execution_lag", 0))
+
+    @property
+    def seed(self) -> int:
+        return int(self.overrides.get("runtime.seed", 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+
+
+class Clock:
+    """Prints progress lines stamped with the time since the start of the invocation."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def say(self, message: str) -> None:
+        seconds = int(self.elapsed())
+        print(f"[{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows
+
+
+def ablation_rows(s: Settings) -> list[Row]:
+    """One-seed variants of the default config, each changing one thing."""
+    loss = LossConfig()
+    total = sum(s.knobs.phase_epochs)
+    return [
+        Row("abl-no_gat", "ablation", "GAT off (model.use_gat=false)", {"model.use_gat": False}),
+        Row("abl-no_fan", "ablation", "FAN off (model.fan_top_k=0)", {"model.fan_top_k": 0}),
+        Row("abl-gate_fixed", "ablation", "residual gate fixed (model.gate_learnable=false)",
+            {"model.gate_learnable": False}),
+        Row("abl-hidden_large", "ablation", f"hidden {s.knobs.hidden_large} (default row: {s.knobs.hidden})",
+            {"model.hidden_size": s.knobs.hidden_large}),
+        Row("abl-rankic_w", "ablation", f"loss.rankic_weight {ABLATION_RANKIC_WEIGHT} (default {loss.rankic_weight})",
+            {"loss.rankic_weight": ABLATION_RANKIC_WEIGHT}),
+        Row("abl-csic_w", "ablation", f"loss.cs_ic_weight {ABLATION_CS_IC_WEIGHT} (default {loss.cs_ic_weight})",
+            {"loss.cs_ic_weight": ABLATION_CS_IC_WEIGHT}),
+        Row("abl-single_phase", "ablation", f"single phase: {total} epochs of phase 2 (FAN + GAT on)",
+            {"train.phase_epochs": (0, 0, total, 0)}),
+    ]
+
+
+def all_rows(s: Settings) -> list[Row]:
+    """Every row of the report, in table order."""
+    rows = [Row(f"base-{k}", "baseline", f"baseline {k}", {"model.kind": k}) for k in BASELINES]
+    rows += [Row(f"default-s{i}", "default", f"default, seed {i}", {"runtime.seed": i}) for i in range(s.knobs.seeds)]
+    rows += ablation_rows(s)
+    rows += [Row("lag1-default-s0", "lag1", "default, seed 0, lag 1", {"data.execution_lag": 1})]
+    rows += [Row(f"lag1-{k}", "lag1", f"baseline {k}, lag 1", {"model.kind": k, "data.execution_lag": 1})
+             for k in BASELINES]
+    return rows
+
+
+def selected_rows(s: Settings, profile: Profile) -> list[Row]:
+    """The rows to train now: --only, else the profile's default rows, else all."""
+    rows = all_rows(s)
+    wanted = s.only or profile.rows
+    if not wanted:
+        return rows
+    names = {r.name for r in rows}
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise SystemExit(f"--only: unknown row(s) {', '.join(unknown)}; rows are: {', '.join(sorted(names))}")
+    return [r for r in rows if r.name in wanted]
+
+
+def row_config(row: Row, s: Settings, profile: Profile, deep_start: str) -> RunConfig:
+    """The requested config of a row: defaults <- profile <- knobs <- the row's own changes."""
+    values: dict[str, Any] = {"data.path": str(s.dataset), "train.mode": s.knobs.mode, "runtime.device": s.device,
+                              **profile.base}
+    if row.kind == DEEP:
+        values.update(profile.deep)
+        values.update({"model.hidden_size": s.knobs.hidden, "train.phase_epochs": s.knobs.phase_epochs})
+        if deep_start:
+            values["data.start"] = deep_start
+    values.update(row.overrides)
+    return RunConfig().replace(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset
+
+
+def ensure_real_dataset(raw_dir: Path, out: Path, clock: Clock) -> Path:
+    """Build the real panel with the project's builder, unless `out` already holds the same build."""
+    inputs = {role: raw_dir / name for role, name in RAW_FILES.items()}
+    missing = [str(p) for p in inputs.values() if not p.is_file()]
+    if missing:
+        raise SystemExit(f"real data not found: {', '.join(missing)} (use --smoke or --dataset PATH)")
+    params = BuildParams()
+    wanted, _ = fingerprint(inputs, params)
+    if out.is_file() and read_metadata(out).get("fingerprint") == wanted:
+        clock.say(f"dataset: reusing {out} (fingerprint {wanted[:12]})")
+        return out
+    clock.say(f"dataset: building {out} from {raw_dir}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build_dataset(inputs["quotes"], inputs["listed_info"], out, index=inputs["index"], params=params)
+    clock.say("dataset: built")
+    return out
+
+
+def ensure_demo_dataset(out: Path, clock: Clock) -> Path:
+    """A small synthetic demo dataset for the smoke profile (reused if present)."""
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        make_demo(out, n_stocks=SMOKE_STOCKS, n_days=SMOKE_DAYS, seed=0)
+        clock.say(f"dataset: demo {SMOKE_STOCKS} stocks x {SMOKE_DAYS} days at {out}")
+    return out
+
+
+def deep_train_start(dataset: Path, s: Settings, profile: Profile) -> str:
+    """data.start that leaves the deep rows --max-train-days training days ('' = no cut)."""
+    train_end = profile.base.get("data.train_end", "")
+    if not s.knobs.max_train_days or not train_end:
+        return ""
+    dates = pl.scan_parquet(dataset).select("Date").unique().collect()["Date"].sort().to_numpy()
+    dates = dates.astype("datetime64[D]")
+    last = int(np.searchsorted(dates, np.datetime64(train_end), "right")) - 1
+    lookback = RunConfig().replace(**{k: v for k, v in profile.base.items() if k.startswith("data.")}).data.lookback
+    first = max(0, last - s.knobs.max_train_days - lookback + 2)
+    start = str(dates[first])
+    return max(start, profile.base.get("data.start", ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training one row
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether a process with this id exists (a 'running' status of a dead trainer is a crash)."""
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_state(run_dir: Path, cfg: RunConfig, dataset_fp: str) -> str:
+    """'done' (reuse), 'resume' (same config, stopped or crashed with a checkpoint) or 'fresh'."""
+    files = RunFiles(run_dir)
+    saved = read_json(files.config) or {}
+    same = (saved.get("requested") == cfg.to_dict()
+            and saved.get("resolved", {}).get("dataset_fingerprint") == dataset_fp)
+    status = read_json(files.status) or {}
+    state = status.get("state")
+    if state == "running" and _alive(status.get("pid")):
+        raise SystemExit(f"{run_dir} is being trained right now by pid {status['pid']}; wait for it or stop it")
+    if same and state in FINAL_STATES_OK and files.predictions.is_file():
+        return "done"
+    if same and state in ("stopped", "running") and files.last_checkpoint.is_file():
+        return "resume"
+    return "fresh"
+
+
+def _command(run_dir: Path, cfg: RunConfig, resume: bool) -> list[str]:
+    if resume:
+        return [sys.executable, "-m", "atft_core.train", "--resume", str(run_dir)]
+    request = run_dir / "request.json"
+    request.write_text(cfg.to_json())
+    return [sys.executable, "-m", "atft_core.train", "--config", str(request), "--run-dir", str(run_dir)]
+
+
+def _progress(files: RunFiles, seen: tuple) -> tuple[tuple, str | None]:
+    """(new key, a progress line or None) from status.json."""
+    status = read_json(files.status) or {}
+    key = (status.get("epoch"), status.get("phase"))
+    if key == seen or status.get("epoch") is None:
+        return seen, None
+    best = status.get("best_rank_ic")
+    best_text = "n/a" if best is None else f"{best:.4f}"
+    return key, (f"epoch {status.get('epoch')}/{status.get('epochs_planned', '?')} phase {status.get('phase', '-')}"
+                 f", best val RankIC {best_text}")
+
+
+def _watch(proc: subprocess.Popen, files: RunFiles, row: Row, poll_seconds: float, clock: Clock) -> None:
+    """Wait for the trainer, printing a line whenever its epoch or phase changes."""
+    seen: tuple = ()
+    while True:
+        try:
+            proc.wait(timeout=poll_seconds)
+            return
+        except subprocess.TimeoutExpired:
+            seen, line = _progress(files, seen)
+            if line:
+                clock.say(f"  {row.name}: {line}")
+
+
+def train_row(row: Row, cfg: RunConfig, run_dir: Path, resume: bool, s: Settings, clock: Clock) -> str:
+    """Train one row in a `python -m atft_core.train` subprocess; returns its final state."""
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)  # a different config or a failed run: start clean
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / COMMAND_FILE).write_text(s.command)
+    files = RunFiles(run_dir)
+    env = {**os.environ, **TRAINER_ENV}
+    with open(run_dir / "trainer.out", "a") as out:
+        proc = subprocess.Popen(_command(run_dir, cfg, resume), cwd=REPO_ROOT, env=env, stdout=out, stderr=out)
+        try:
+            _watch(proc, files, row, s.poll_seconds, clock)
+        except KeyboardInterrupt:
+            proc.terminate()  # the trainer saves last.pt; the next invocation resumes the row
+            proc.wait()
+            raise
+    status = read_json(files.status) or {}
+    if status.get("error"):
+        clock.say(f"  {row.name}: {status.get('state')}: {status['error']}")
+    return status.get("state") or "failed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Collecting the numbers of a finished run
+
+
+def _clean(values) -> list:
+    return [round(float(v), 6) if v is not None and np.isfinite(v) else None for v in values]
+
+
+def _clean_summary(summary: dict) -> dict:
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in summary.items()}
+
+
+def run_numbers(run_dir: Path) -> dict[str, Any]:
+    """Per-date metrics of a finished run from its predictions.parquet (val and test, 1d and 5d)."""
+    frame = load_predictions(RunFiles(run_dir).predictions)
+    out: dict[str, Any] = {"summary": {}, "daily": {}, "deciles": {}}
+    for h in (h for h in REPORT_HORIZONS if h in horizons_in(frame)):
+        key = str(h)
+        out["summary"][key] = {}
+        for split in ("val", "test"):
+            dates, pred, target, mask = to_arrays(frame, split, h)
+            out["summary"][key][split] = _clean_summary(metrics.summarize(pred, target, mask))
+            if split == "test":
+                out["daily"][key] = {"dates": [str(d) for d in dates],
+                                     "rank_ic": _clean(metrics.daily_rank_ic(pred, target, mask)),
+                                     "long_short": _clean(metrics.long_short_returns(pred, target, mask))}
+                out["deciles"][key] = _clean(metrics.decile_returns(pred, target, mask))
+    return out
+
+
+def run_times(run_dir: Path) -> tuple[float | None, float | None]:
+    """(training-loop seconds = sum of epoch_seconds, whole-run seconds from status.json)."""
+    files = RunFiles(run_dir)
+    train = 0.0
+    if files.metrics.is_file():
+        for line in files.metrics.read_text().splitlines():
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if item.get("name") == "epoch_seconds" and item.get("value") is not None:
+                train += item["value"]
+    status = read_json(files.status) or {}
+    started, ended = status.get("started"), status.get("ended")
+    return train, (ended - started if started and ended else None)
+
+
+def collect_row(row: Row, run_dir: Path) -> dict[str, Any]:
+    """The report record of a finished row (see quality_report's module docstring)."""
+    train, run = run_times(run_dir)
+    saved = read_json(RunFiles(run_dir).config) or {}
+    record = {"name": row.name, "group": row.group, "label": row.label, "kind": row.kind, "seed": row.seed,
+              "lag": row.lag, "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in row.overrides.items()},
+              "state": (read_json(RunFiles(run_dir).status) or {}).get("state"),
+              "train_seconds": train, "run_seconds": run, "resolved": _resolved_facts(saved),
+              "command": _read_text(run_dir / COMMAND_FILE)}
+    record.update(run_numbers(run_dir))
+    return record
+
+
+def _read_text(path: Path) -> str | None:
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _resolved_facts(saved: dict) -> dict[str, Any]:
+    """What the run actually used (effective config and resolved facts), for the report."""
+    resolved, cfg = saved.get("resolved", {}), saved.get("config", {})
+    model, train = cfg.get("model", {}), cfg.get("train", {})
+    return {"device": resolved.get("device"), "device_name": resolved.get("device_name"),
+            "splits": resolved.get("splits"), "train_days": resolved.get("train_days"),
+            "val_days": resolved.get("val_days"), "test_days": resolved.get("test_days"),
+            "n_params": resolved.get("n_params"), "purge_days": cfg.get("data", {}).get("purge_days"),
+            "embargo_days": cfg.get("data", {}).get("embargo_days"), "horizons": cfg.get("data", {}).get("horizons"),
+            "data_start": cfg.get("data", {}).get("start"), "hidden_size": model.get("hidden_size"),
+            "phase_epochs": train.get("phase_epochs"), "mode": train.get("mode")}
+
+
+def align_daily(records: list[dict]) -> list[str]:
+    """Put every row's daily test series on one shared date axis (in place); returns the axis."""
+    axis = sorted({d for r in records for series in r["daily"].values() for d in series["dates"]})
+    position = {d: i for i, d in enumerate(axis)}
+    for r in records:
+        for series in r["daily"].values():
+            dates = series.pop("dates")
+            for name in ("rank_ic", "long_short"):
+                aligned = [None] * len(axis)
+                for d, v in zip(dates, series[name]):
+                    aligned[position[d]] = v
+                series[name] = aligned
+    return axis
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def machine_facts(load_before: tuple) -> dict[str, Any]:
+    """CPU, cores, RAM, GPU and versions of this machine (bench/machine.py + psutil + torch)."""
+    import psutil
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "gpu": gpu, "python": platform.python_version(), "torch": torch.__version__,
+            "load_before": ", ".join(f"{x:.1f}" for x in load_before),
+            "load_after": ", ".join(f"{x:.1f}" for x in os.getloadavg())}
+
+
+def cuts_text(records: list[dict], profile: str) -> str:
+    """What the collected runs cut relative to the full protocol, in words (from their configs)."""
+    if profile != "real":
+        return f"smoke profile ({profile}) on a synthetic demo dataset: tiny model, fraction splits, few rows."
+    default = next((r["resolved"] for r in records if r["group"] == "default"), None)
+    if default is None:
+        return "no default-config row was collected."
+    large = next((r["resolved"] for r in records if r["name"] == "abl-hidden_large"), {})
+    full = RunConfig().train.phase_epochs
+    start = default.get("data_start") or TRAIN_START
+    parts = [f"deep-model rows train on {default.get('train_days')} training days from data.start={start}"
+             + (" instead of the whole 2016-05-01..2022-12-31 (baselines use all of it)" if start > TRAIN_START else ""),
+             f"train.phase_epochs={','.join(map(str, default.get('phase_epochs') or []))} (config default "
+             f"{','.join(map(str, full))})",
+             f"hidden {default.get('hidden_size')} for the default rows, {large.get('hidden_size', 'n/a')} for the large ablation",
+             f"{sum(r['group'] == 'default' for r in records)} seed(s) of the default config; ablations and lag-1 rows one seed",
+             f"train.mode={default.get('mode')}"]
+    return "; ".join(parts) + "."
+
+
+def protocol_facts(s: Settings, records: list[dict]) -> dict[str, Any]:
+    """Dataset, split fields, purge/embargo and segments, as the runs resolved them."""
+    summary = validate_dataset(s.dataset)
+    deep = next((r["resolved"] for r in records if r["kind"] == DEEP and r["lag"] == 0), {})
+    base_facts = next((r["resolved"] for r in records if r["kind"] != DEEP and r["lag"] == 0), {})
+    facts = base_facts or deep
+    lag1 = next((r["resolved"] for r in records if r["lag"] == 1), {})
+    base = PROFILES[s.profile].base
+    split_fields = (f"data.start={base.get('data.start', '')!r}, data.train_end={base.get('data.train_end', '')!r}, "
+                    f"data.val_end={base.get('data.val_end', '')!r}" if "data.train_end" in base
+                    else f"fractions train {RunConfig().data.train_fraction} / validation {RunConfig().data.val_fraction} / test the rest")
+    return {"dataset": (f"{summary.n_stocks} stocks x {summary.n_days} days ({summary.start}..{summary.end}), "
+                        f"{summary.n_features} features, built by `atft_core.data build` (fingerprint "
+                        f"{summary.fingerprint[:12]}); path {s.dataset}"),
+            "split_fields": split_fields, "purge": facts.get("purge_days"), "embargo": facts.get("embargo_days"),
+            "segments": f"baselines: {base_facts.get('splits', 'n/a')}; deep rows: {deep.get('splits', 'n/a')}",
+            "horizons": facts.get("horizons"),
+            "lag_note": (f"lag 0 labels are Close(t)->Close(t+h); lag 1 labels Close(t+1)->Close(t+1+h) "
+                         f"(data.execution_lag=1, as JPX 2022 scored), purge {lag1.get('purge_days', 'n/a')} days.")}
+
+
+def collect(s: Settings, clock: Clock, load_before: tuple, reused: list[str]) -> dict[str, Any]:
+    """The results dict from every catalogue row whose run has finished (not only this invocation's)."""
+    records, missing = [], []
+    for row in all_rows(s):
+        run_dir = s.runs_dir / row.name
+        state = (read_json(RunFiles(run_dir).status) or {}).get("state")
+        if state in FINAL_STATES_OK and RunFiles(run_dir).predictions.is_file():
+            records.append(collect_row(row, run_dir))
+        else:
+            missing.append(f"{row.name}: {state or 'not run'}")
+    clock.say(f"collected {len(records)} rows ({len(missing)} without results)")
+    axis = align_daily(records)
+    return {"generated": dt.datetime.now().isoformat(timespec="seconds"),
+            "command": s.command, "machine": machine_facts(load_before),
+            "protocol": protocol_facts(s, records),
+            "settings": {"profile": s.profile, "cuts": cuts_text(records, s.profile)},
+            "commands": sorted({r["command"] for r in records if r.get("command")}),
+            "rows_run_seconds": sum(r["run_seconds"] or 0.0 for r in records),
+            "devices": sorted({f"{r['resolved'].get('device')} ({r['resolved'].get('device_name')})" for r in records}),
+            "wall_seconds": clock.elapsed(), "reused": reused, "missing": missing,
+            "test_dates": axis, "rows": records}
+
+
+def write_report(results: dict[str, Any], out: Path, clock: Clock) -> Path:
+    """results.json, the PNG plots and quality.md under `out`; returns the markdown path."""
+    plot_dir = out / "quality"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    (plot_dir / "results.json").write_text(json.dumps(results, allow_nan=False))
+    report.write_plots(results, plot_dir)
+    page = out / "quality.md"
+    page.write_text(report.render_markdown(results, "quality"))
+    clock.say(f"wrote {page}, {plot_dir}/results.json and the plots")
+    return page
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Command-line options; size knobs default to the profile's values."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="real")
+    ap.add_argument("--smoke", action="store_true", help="tiny profile on a synthetic demo dataset built in --runs-dir")
+    ap.add_argument("--dataset", default="", help="use this built dataset instead of building one")
+    ap.add_argument("--raw-dir", default=str(SHARED_DATA), help="J-Quants files for the real dataset")
+    ap.add_argument("--runs-dir", default="", help="run folders (default runs/quality, smoke runs/quality-smoke)")
+    ap.add_argument("--out", default="", help="report folder: quality.md + quality/ (default docs, smoke <runs-dir>/report)")
+    ap.add_argument("--only", default="", help="comma-separated rows to train now (see --list)")
+    ap.add_argument("--list", action="store_true", help="print the rows and exit")
+    ap.add_argument("--report-only", action="store_true", help="no training: report from the finished runs")
+    ap.add_argument("--from-results", action="store_true", help="no training: report from <out>/quality/results.json")
+    ap.add_argument("--device", default="auto", help="runtime.device of every row")
+    real = PROFILES["real"].knobs
+    ap.add_argument("--mode", choices=("safe", "optimized"), default=None, help=f"train.mode of every row ({real.mode})")
+    ap.add_argument("--phase-epochs", default=None, help="train.phase_epochs of the deep rows "
+                    f"({','.join(map(str, real.phase_epochs))}; the config default is "
+                    f"{','.join(map(str, RunConfig().train.phase_epochs))})")
+    ap.add_argument("--hidden", type=int, default=None, help=f"model.hidden_size of the default rows ({real.hidden})")
+    ap.add_argument("--hidden-large", type=int, default=None,
+                    help=f"model.hidden_size of the large ablation ({real.hidden_large})")
+    ap.add_argument("--max-train-days", type=int, default=None, help="deep rows train on the last N training days, "
+                    f"0 = all ({real.max_train_days}); baselines always use all")
+    ap.add_argument("--seeds", type=int, default=None, help=f"seeds of the default config ({real.seeds})")
+    return ap.parse_args(argv)
+
+
+def make_settings(args: argparse.Namespace, argv: list[str]) -> tuple[Settings, Profile]:
+    """Profile defaults overridden by the given options."""
+    name = "tiny" if args.smoke else args.profile
+    p = PROFILES[name]
+    tiny = name == "tiny"  # never writes into runs/quality or docs/ unless told to
+    runs_dir = Path(args.runs_dir or REPO_ROOT / ("runs/quality-smoke" if tiny else "runs/quality"))
+    dataset = Path(args.dataset) if args.dataset else runs_dir / ("demo.parquet" if tiny else "dataset.parquet")
+    out = Path(args.out) if args.out else (runs_dir / "report" if tiny else REPO_ROOT / "docs")
+    given = {"phase_epochs": tuple(int(x) for x in args.phase_epochs.split(",")) if args.phase_epochs else None,
+             "hidden": args.hidden, "hidden_large": args.hidden_large, "max_train_days": args.max_train_days,
+             "seeds": args.seeds, "mode": args.mode}
+    knobs = dataclasses.replace(p.knobs, **{k: v for k, v in given.items() if v is not None})
+    settings = Settings(profile=name, dataset=dataset.resolve(), runs_dir=runs_dir.resolve(), out=out, knobs=knobs,
+                        device=args.device, poll_seconds=p.poll_seconds,
+                        only=tuple(x.strip() for x in args.only.split(",") if x.strip()),
+                        command="python bench/quality.py " + shlex.join(argv))
+    return settings, p
+
+
+def prepare_dataset(s: Settings, args: argparse.Namespace, clock: Clock) -> Path:
+    """The dataset path: given, demo (smoke) or the real panel (built or reused)."""
+    if args.dataset:
+        return s.dataset
+    if s.profile == "tiny":
+        return ensure_demo_dataset(s.dataset, clock)
+    return ensure_real_dataset(Path(args.raw_dir), s.dataset, clock)
+
+
+def train_rows(rows: list[Row], s: Settings, profile: Profile, deep_start: str, clock: Clock) -> list[str]:
+    """Train (or reuse / resume) each row; returns the names reused from earlier invocations."""
+    fp = read_metadata(s.dataset).get("fingerprint", "")
+    reused = []
+    for i, row in enumerate(rows, 1):
+        cfg = row_config(row, s, profile, deep_start)
+        run_dir = s.runs_dir / row.name
+        state = run_state(run_dir, cfg, fp)
+        if state == "done":
+            reused.append(row.name)
+            clock.say(f"[{i}/{len(rows)}] {row.name}: reusing the finished run")
+            continue
+        clock.say(f"[{i}/{len(rows)}] {row.name}: {'resuming' if state == 'resume' else 'training'} ({row.label})")
+        final = train_row(row, cfg, run_dir, state == "resume", s, clock)
+        train, run = run_times(run_dir)
+        clock.say(f"[{i}/{len(rows)}] {row.name}: {final}, training loop {train:.0f} s, run {run or 0:.0f} s")
+    return reused
+
+
+def main(argv: list[str]) -> int:
+    """Train what is missing, collect every finished row, write results.json, plots and markdown."""
+    args = parse_args(argv)
+    s, profile = make_settings(args, argv)
+    clock = Clock()
+    load_before = os.getloadavg()
+    if args.list:
+        for row in all_rows(s):
+            print(f"{row.name:22s} {row.label}  {row.overrides}")
+        return 0
+    if args.from_results:
+        results = json.loads((s.out / "quality" / "results.json").read_text())
+        write_report(results, s.out, clock)
+        return 0
+    dataset = prepare_dataset(s, args, clock)
+    reused: list[str] = []
+    if not args.report_only:
+        deep_start = deep_train_start(dataset, s, profile)
+        rows = selected_rows(s, profile)
+        clock.say(f"{len(rows)} row(s) to train or reuse in {s.runs_dir}; deep rows from {deep_start or 'the start'}")
+        reused = train_rows(rows, s, profile, deep_start, clock)
+    results = collect(s, clock, load_before, reused)
+    write_report(results, s.out, clock)
+    for line in report.verdict_lines(report.verdict(results["rows"])):
+        clock.say(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

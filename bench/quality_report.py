@@ -1,0 +1,343 @@
+"""Analysis and rendering of the quality report (used by bench/quality.py).
+
+Input is the `results` dict that quality.py collects from the run folders and saves as
+docs/quality/results.json: protocol facts, settings, machine, the shared test-date axis and one
+record per row. A row record has ``name, group, label, kind, seed, lag, state, train_seconds,
+run_seconds``, ``summary[h][split]`` (atft_core.metrics.summarize of the run's predictions) and,
+for the test split, ``daily[h]`` = {``rank_ic``, ``long_short``} aligned with
+``results["test_dates"]`` (None where a row has no value) and ``deciles[h]``.
+
+Everything here is a pure function of that dict (no training, no file reading), so the markdown
+and the plots can be regenerated from results.json alone.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEEP_KIND = "atft_gat_fan"
+TARGET_RATIO = 1.25
+"""The issue's target: default test RankIC (1d) >= this x the best baseline's ..."""
+TARGET_T = 2.0
+"""... and a paired t-statistic against it of at least this."""
+ROLLING_WINDOW = 20
+"""Days in the rolling mean of the daily RankIC plot."""
+ROUNDING_TOL = 1e-9
+"""Relative spread of the daily differences below which they count as all equal (t undefined)."""
+PNG_SCALE = 1.25
+"""Pixel scale of the PNG export (readable, and small enough to commit)."""
+VERDICT_HORIZON = "1"
+"""Horizon (days, as a results key) on which the best baseline is chosen and the target judged."""
+TABLE_METRICS = (("ic", "IC", 4), ("rank_ic", "RankIC", 4), ("rank_icir", "RankICIR", 3),
+                 ("ls_sharpe", "LS Sharpe", 2), ("jpx_sharpe", "JPX Sharpe", 3))
+"""(summary key, column title, decimals) for each split's block of columns."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+
+
+def paired_t(a: Any, b: Any) -> tuple[float | None, int]:
+    """Paired t-statistic of ``a - b`` over the positions where both are finite.
+
+    t = mean(d) / (std(d, ddof=1) / sqrt(n)); returns (t, n), with t None when n < 2 or the
+    differences are all equal (up to rounding). None entries in the inputs count as missing.
+    """
+    a = np.array([np.nan if v is None else v for v in a], dtype=float)
+    b = np.array([np.nan if v is None else v for v in b], dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_t: series must be aligned, got lengths {len(a)} and {len(b)}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    d = a[ok] - b[ok]
+    n = len(d)
+    if n < 2:
+        return None, n
+    sd = d.std(ddof=1)
+    if not sd > ROUNDING_TOL * np.abs(d).max():  # equal differences up to float rounding
+        return None, n
+    return float(d.mean() / (sd / math.sqrt(n))), n
+
+
+def metric(row: dict, split: str, key: str, horizon: str = VERDICT_HORIZON) -> float | None:
+    """One summary value of a row (None when missing)."""
+    return row.get("summary", {}).get(horizon, {}).get(split, {}).get(key)
+
+
+def best_baseline(rows: list[dict], lag: int = 0) -> dict | None:
+    """The baseline row (of this execution lag) with the highest VALIDATION RankIC (1d).
+
+    The test year never enters the choice. None when no baseline row has a validation RankIC.
+    """
+    candidates = [r for r in rows if r["kind"] != DEEP_KIND and r["lag"] == lag
+                  and metric(r, "val", "rank_ic") is not None]
+    return max(candidates, key=lambda r: metric(r, "val", "rank_ic")) if candidates else None
+
+
+def daily(row: dict, horizon: str, series: str = "rank_ic") -> list:
+    """A row's daily test series for a horizon, aligned with results['test_dates']."""
+    return row.get("daily", {}).get(horizon, {}).get(series, [])
+
+
+def mean_daily(rows: list[dict], horizon: str) -> list:
+    """Per-date mean of the rows' daily test RankIC (None where any row lacks the date)."""
+    arrays = [np.array([np.nan if v is None else v for v in daily(r, horizon)], dtype=float) for r in rows]
+    if not arrays:
+        return []
+    mean = np.mean(np.stack(arrays), axis=0)
+    return [float(v) if np.isfinite(v) else None for v in mean]
+
+
+def t_against(series: list, base: dict | None, horizon: str) -> tuple[float | None, int]:
+    """Paired t of a daily test RankIC series minus the baseline row's (None without a baseline)."""
+    if base is None or not series:
+        return None, 0
+    return paired_t(series, daily(base, horizon))
+
+
+def seed_stats(rows: list[dict], split: str, key: str, horizon: str) -> tuple[float | None, float | None]:
+    """Mean and std (ddof=1; None for one seed) of a metric over seed rows."""
+    values = [v for v in (metric(r, split, key, horizon) for r in rows) if v is not None]
+    if not values:
+        return None, None
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def default_rows(rows: list[dict], lag: int = 0) -> list[dict]:
+    """The default-configuration seed rows of one execution lag."""
+    return [r for r in rows if r["group"] == "default" and r["lag"] == lag]
+
+
+def verdict(rows: list[dict]) -> dict[str, Any]:
+    """Judge the issue's target on the test year, 1d: ratio of mean RankICs and paired t.
+
+    The model side is the mean over the default-config seeds; its t-statistic uses the per-date
+    mean of the seeds' daily RankIC. Returns the numbers and ``met`` (None if undecidable).
+    """
+    seeds = default_rows(rows)
+    base = best_baseline(rows)
+    out: dict[str, Any] = {"met": None, "n_seeds": len(seeds), "baseline": base["name"] if base else None}
+    if not seeds or base is None:
+        out["reason"] = "no default-config run" if not seeds else "no baseline run"
+        return out
+    model_ric, model_std = seed_stats(seeds, "test", "rank_ic", VERDICT_HORIZON)
+    base_ric = metric(base, "test", "rank_ic")
+    t, n = t_against(mean_daily(seeds, VERDICT_HORIZON), base, VERDICT_HORIZON)
+    seed_ts = [t_against(daily(r, VERDICT_HORIZON), base, VERDICT_HORIZON)[0] for r in seeds]
+    ratio_ok = model_ric is not None and base_ric is not None and model_ric >= TARGET_RATIO * base_ric
+    t_ok = t is not None and t >= TARGET_T
+    out.update(model_rank_ic=model_ric, model_std=model_std, baseline_rank_ic=base_ric,
+               baseline_val_rank_ic=metric(base, "val", "rank_ic"),
+               ratio=(model_ric / base_ric) if model_ric is not None and base_ric else None,
+               t=t, n_days=n, seed_t=seed_ts, ratio_ok=ratio_ok, t_ok=t_ok, met=ratio_ok and t_ok)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _fmt(value: float | None, decimals: int) -> str:
+    return "n/a" if value is None else f"{value:.{decimals}f}"
+
+
+def _cells(row: dict, horizon: str) -> list[str]:
+    return [_fmt(metric(row, split, key, horizon), d) for split in ("val", "test") for key, _, d in TABLE_METRICS]
+
+
+def _seed_cells(seeds: list[dict], horizon: str) -> list[str]:
+    cells = []
+    for split in ("val", "test"):
+        for key, _, d in TABLE_METRICS:
+            mean, std = seed_stats(seeds, split, key, horizon)
+            cells.append(_fmt(mean, d) + ("" if std is None else f" ± {_fmt(std, d)}"))
+    return cells
+
+
+def _seconds(row: dict) -> str:
+    train, run = row.get("train_seconds"), row.get("run_seconds")
+    return f"{_fmt(train, 0)} / {_fmt(run, 0)}"
+
+
+def _t_cell(series: list, base: dict | None, horizon: str, is_base: bool = False) -> str:
+    if is_base:
+        return "(best)"
+    t, n = t_against(series, base, horizon)
+    return "n/a" if t is None else f"{t:.2f} (n={n})"
+
+
+def _seed_line(seeds: list[dict], base: dict | None, horizon: str) -> str:
+    """Table line of the default config over its seeds: mean ± std per cell."""
+    train = np.mean([s.get("train_seconds") or 0.0 for s in seeds])
+    cells = _seed_cells(seeds, horizon) + [_t_cell(mean_daily(seeds, horizon), base, horizon), f"{train:.0f} (mean)"]
+    return f"| **default, mean ± std of {len(seeds)} seeds** | " + " | ".join(cells) + " |"
+
+
+def table(rows: list[dict], horizon: str, lag: int) -> list[str]:
+    """Markdown table lines for one horizon and execution lag (baselines, default, ablations)."""
+    header = (["row"] + [f"{s} {title}" for s in ("valid", "test") for _, title, _ in TABLE_METRICS]
+              + ["t vs best (test RankIC)", "train / run s"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    base = best_baseline(rows, lag)
+    subset = [r for r in rows if r["lag"] == lag]
+    seeds = default_rows(rows, lag)
+    for r in subset:
+        if len(seeds) > 1 and r is seeds[0]:
+            lines.append(_seed_line(seeds, base, horizon))
+        is_base = base is not None and r["name"] == base["name"]
+        cells = _cells(r, horizon) + [_t_cell(daily(r, horizon), base, horizon, is_base), _seconds(r)]
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def verdict_lines(v: dict[str, Any]) -> list[str]:
+    """The plain-language verdict paragraph."""
+    if v["met"] is None:
+        return [f"**Target undecided:** {v['reason']} in the results, so the comparison cannot be made."]
+    spread = "" if v["model_std"] is None else f" ± {v['model_std']:.4f} (std over seeds)"
+    head = "**Target met.**" if v["met"] else "**Target not met.**"
+    ratio = "n/a" if v["ratio"] is None else f"{v['ratio']:.2f}x"
+    t = "n/a" if v["t"] is None else f"{v['t']:.2f}"
+    seed_t = ", ".join("n/a" if s is None else f"{s:.2f}" for s in v["seed_t"])
+    return [
+        f"{head} The default configuration's mean test RankIC (1d) over {v['n_seeds']} seed(s) is "
+        f"{v['model_rank_ic']:.4f}{spread}; the best baseline, `{v['baseline']}` (chosen by validation "
+        f"RankIC 1d = {_fmt(v['baseline_val_rank_ic'], 4)}), has {_fmt(v['baseline_rank_ic'], 4)} on test. "
+        f"Ratio {ratio} (target >= {TARGET_RATIO}x: {'yes' if v['ratio_ok'] else 'no'}); paired t of the "
+        f"seed-mean daily RankIC minus the baseline's = {t} over {v['n_days']} test days (target >= "
+        f"{TARGET_T}: {'yes' if v['t_ok'] else 'no'}); per seed t = {seed_t}.",
+    ]
+
+
+def _protocol_lines(results: dict[str, Any]) -> list[str]:
+    p = results["protocol"]
+    return [
+        "## Protocol", "",
+        f"- Data: {p['dataset']}",
+        f"- Splits (config fields): {p['split_fields']}. Purge {p['purge']} days (>= the longest "
+        f"horizon + execution lag, enforced by config resolution) + embargo {p['embargo']} days between "
+        f"segments. Segments as trained: {p['segments']}",
+        f"- Horizons trained: {p['horizons']}; reported: 1-day and 5-day. Every metric is computed per "
+        "date over that date's stocks (`atft_core.metrics`), then averaged over dates; RankICIR = mean / "
+        "std of the daily RankIC; long-short = top minus bottom decile, Sharpe annualised with sqrt(252); "
+        "JPX spread Sharpe as the JPX 2022 competition scored it (not annualised).",
+        "- Best baseline: the baseline row with the highest *validation* RankIC (1d), separately for "
+        "execution lag 0 and 1; the test year never enters any choice.",
+        "- t vs best: paired t-statistic over the test dates both rows have, of (row's daily RankIC - best "
+        "baseline's daily RankIC): t = mean(d) / (std(d, ddof=1) / sqrt(n)). 5-day targets overlap, so the "
+        "5-day daily differences are autocorrelated and their t overstates significance.",
+        f"- Execution lag: {p['lag_note']}",
+        "- train / run s: the training loop (sum of the run's `epoch_seconds`; for a baseline, its fit "
+        "and validation) / the whole run from status.json (loading, validation, final predictions).",
+        "",
+    ]
+
+
+def _settings_lines(results: dict[str, Any]) -> list[str]:
+    s, m = results["settings"], results["machine"]
+    commands = results.get("commands") or ["(not recorded)"]
+    return [
+        "## How it was run", "",
+        "The rows were trained by:", "", *[f"    {c}" for c in commands], "",
+        "and this page was generated by:", "", f"    {results['command']}", "",
+        f"- Generated {results['generated']}; machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, "
+        f"{m['gpu']}; Python {m['python']}, torch {m['torch']}; load average {m['load_before']} before, "
+        f"{m['load_after']} after. Devices used by the rows: {', '.join(results['devices']) or 'n/a'}.",
+        f"- Compute: the rows' whole-run times add up to {results['rows_run_seconds']:.0f} s "
+        f"({results['rows_run_seconds'] / 3600:.2f} h); the invocation that generated this page took "
+        f"{results['wall_seconds']:.0f} s and reused {len(results['reused'])} finished row(s).",
+        f"- What was cut to fit about 2 hours on this machine: {s['cuts']}",
+        "",
+    ]
+
+
+def render_markdown(results: dict[str, Any], plot_dir: str) -> str:
+    """The whole docs/quality.md text."""
+    rows = results["rows"]
+    v = verdict(rows)
+    lines = ["# Quality report: does ATFT-GAT-FAN beat simple baselines?", "",
+             "Regenerate with `python bench/quality.py` (see `--help` for the cuts; "
+             "`--report-only` rebuilds this page from the runs, `--from-results` from results.json).", "",
+             "## Verdict", "", *verdict_lines(v), ""]
+    lines += _protocol_lines(results) + _settings_lines(results)
+    for horizon in ("1", "5"):
+        for lag in (0, 1):
+            subset = [r for r in rows if r["lag"] == lag]
+            if not subset:
+                continue
+            base = best_baseline(rows, lag)
+            lines += [f"## {horizon}-day horizon, execution lag {lag}", "",
+                      f"Best baseline (validation RankIC 1d): `{base['name'] if base else 'n/a'}`.", ""]
+            lines += table(rows, horizon, lag) + [""]
+    missing = results.get("missing", [])
+    if missing:
+        lines += ["## Rows without results", "", *[f"- {m}" for m in missing], ""]
+    lines += ["## Plots (test year, 1-day horizon, default seed 0 vs the best baseline)", ""]
+    lines += [f"![{title}]({plot_dir}/{name})" for name, title in PLOTS.items()] + [""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+PLOTS = {"cum_long_short.png": "cumulative long-short return",
+         "daily_rank_ic.png": "daily RankIC and 20-day rolling mean",
+         "deciles.png": "mean return by prediction decile"}
+"""File name -> title of each plot."""
+
+
+def plot_rows(results: dict[str, Any]) -> list[dict]:
+    """Rows the plots compare: the default model's first seed and the best baseline (lag 0)."""
+    seeds = default_rows(results["rows"])
+    base = best_baseline(results["rows"])
+    return [r for r in (seeds[0] if seeds else None, base) if r is not None]
+
+
+def _series_frame(results: dict[str, Any], rows: list[dict]):
+    import polars as pl
+
+    frames = []
+    for r in rows:
+        ric = np.array([np.nan if v is None else v for v in daily(r, VERDICT_HORIZON)], dtype=float)
+        ls = np.array([np.nan if v is None else v for v in daily(r, VERDICT_HORIZON, "long_short")], dtype=float)
+        keep = np.isfinite(ric) | np.isfinite(ls)
+        frame = pl.DataFrame({"Date": np.asarray(results["test_dates"])[keep], "rank_ic": ric[keep],
+                              "cum_long_short": np.cumsum(np.nan_to_num(ls))[keep]}, nan_to_null=True)
+        frames.append(frame.with_columns(
+            pl.col("rank_ic").rolling_mean(ROLLING_WINDOW, min_samples=1).alias("rolling"),
+            pl.lit(r["label"]).alias("model")))
+    return pl.concat(frames).with_columns(pl.col("Date").str.to_date())
+
+
+def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write the three PNG plots (altair + vl-convert); returns their paths ([] without rows)."""
+    import altair as alt
+    import polars as pl
+
+    rows = plot_rows(results)
+    if not rows:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = _series_frame(results, rows)
+    color = alt.Color("model:N", title=None, legend=alt.Legend(orient="top"))
+    date = alt.X("Date:T", title=None, axis=alt.Axis(format="%Y-%m-%d"))
+    cum = alt.Chart(frame).mark_line().encode(
+        x=date, y=alt.Y("cum_long_short:Q", title="cumulative long-short return (sum)"), color=color)
+    raw = alt.Chart(frame).mark_line(opacity=0.25, strokeWidth=1).encode(
+        x=date, y=alt.Y("rank_ic:Q", title=f"daily RankIC (bold: {ROLLING_WINDOW}-day mean)"), color=color)
+    rolling = alt.Chart(frame).mark_line(strokeWidth=2.5).encode(x=date, y="rolling:Q", color=color)
+    deciles = pl.DataFrame([{"model": r["label"], "decile": i + 1, "mean_return": v}
+                            for r in rows for i, v in enumerate(r.get("deciles", {}).get(VERDICT_HORIZON, []))])
+    bars = alt.Chart(deciles).mark_bar().encode(
+        x=alt.X("decile:O", title="prediction decile (1 = lowest)"), xOffset="model:N",
+        y=alt.Y("mean_return:Q", title="mean 1-day return"), color=color)
+    charts = {"cum_long_short.png": cum, "daily_rank_ic.png": raw + rolling, "deciles.png": bars}
+    paths = []
+    for name, chart in charts.items():
+        path = out_dir / name
+        chart.properties(width=640, height=260, title=PLOTS[name]).save(str(path), scale_factor=PNG_SCALE)
+        paths.append(path)
+    return paths

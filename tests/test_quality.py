@@ -1,0 +1,101 @@
+"""bench/quality.py: paired t-statistic, best baseline chosen on validation, and a smoke report."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import quality  # noqa: E402
+import quality_report as report  # noqa: E402
+
+
+def _row(name, kind, val_ric, test_ric=None, daily=None, lag=0, group="baseline"):
+    return {"name": name, "label": name, "kind": kind, "lag": lag, "group": group, "seed": 0,
+            "summary": {"1": {"val": {"rank_ic": val_ric}, "test": {"rank_ic": test_ric}}},
+            "daily": {"1": {"rank_ic": daily or []}}}
+
+
+def test_paired_t_matches_hand_computation():
+    # d = [0.1, 0.3, 0.2, 0.4]: mean 0.25, std(ddof=1) = sqrt(0.05/3), t = 0.25 / (std / 2)
+    t, n = report.paired_t([0.2, 0.5, 0.1, 0.6], [0.1, 0.2, -0.1, 0.2])
+    assert n == 4
+    assert t == pytest.approx(0.25 / (math.sqrt(0.05 / 3) / 2))
+    assert t == pytest.approx(3.8729833, rel=1e-6)
+
+
+def test_paired_t_uses_common_dates_only_and_handles_degenerate_input():
+    # positions with a missing value on either side are dropped: d = [1, 2, 3] -> t = 2 / (1 / sqrt 3)
+    t, n = report.paired_t([1.0, None, 3.0, float("nan"), 5.0], [0.0, 1.0, 1.0, 0.0, 2.0])
+    assert n == 3 and t == pytest.approx(2 * math.sqrt(3))
+    assert report.paired_t([0.1], [0.0]) == (None, 1)                 # one date: no std
+    assert report.paired_t([0.2, 0.3], [0.1, 0.2])[0] is None          # constant difference
+    with pytest.raises(ValueError):
+        report.paired_t([0.1, 0.2], [0.1])
+
+
+def test_best_baseline_is_chosen_on_validation_never_on_test():
+    rows = [
+        _row("base-a", "reversal_1d", val_ric=0.030, test_ric=0.001),
+        _row("base-b", "ridge", val_ric=0.020, test_ric=0.090),        # best on test: must not win
+        _row("base-c", "low_vol", val_ric=None, test_ric=0.500),       # no validation value
+        _row("default-s0", "atft_gat_fan", val_ric=0.100, group="default"),   # not a baseline
+        _row("lag1-b", "ridge", val_ric=0.040, lag=1, group="lag1"),
+    ]
+    assert report.best_baseline(rows)["name"] == "base-a"
+    assert report.best_baseline(rows, lag=1)["name"] == "lag1-b"
+    assert report.best_baseline([rows[3]]) is None
+
+
+def test_verdict_needs_both_the_ratio_and_the_t_statistic():
+    base_daily = [0.01, 0.02, 0.00, 0.01]
+    base = _row("base-a", "reversal_1d", 0.03, test_ric=0.01, daily=base_daily)
+    strong = _row("default-s0", "atft_gat_fan", 0.05, test_ric=0.05, group="default",
+                  daily=[0.05, 0.07, 0.04, 0.04])
+    v = report.verdict([base, strong])
+    assert v["baseline"] == "base-a" and v["ratio_ok"] and v["t_ok"] and v["met"] is True
+    noisy = _row("default-s0", "atft_gat_fan", 0.05, test_ric=0.05, group="default",
+                 daily=[0.20, -0.10, 0.15, -0.05])
+    v = report.verdict([base, noisy])
+    assert v["ratio_ok"] and not v["t_ok"] and v["met"] is False
+    assert "not met" in report.verdict_lines(v)[0]
+    assert report.verdict([strong])["met"] is None
+
+
+def test_rows_cover_the_issue():
+    s, profile = quality.make_settings(quality.parse_args([]), [])
+    names = [r.name for r in quality.all_rows(s)]
+    assert [n for n in names if n.startswith("base-")] == [f"base-{k}" for k in quality.BASELINES]
+    assert {"default-s0", "default-s1", "default-s2", "abl-no_gat", "abl-no_fan", "abl-gate_fixed",
+            "abl-hidden_large", "abl-rankic_w", "abl-csic_w", "abl-single_phase", "lag1-default-s0"} <= set(names)
+    assert sum(n.startswith("lag1-") for n in names) == len(quality.BASELINES) + 1
+    cfg = quality.row_config(next(r for r in quality.all_rows(s) if r.name == "abl-single_phase"), s, profile, "")
+    assert sum(cfg.train.phase_epochs) == sum(s.knobs.phase_epochs) and cfg.train.phase_epochs[2] == sum(s.knobs.phase_epochs)
+    cfg = quality.row_config(quality.all_rows(s)[0], s, profile, "2021-01-04")
+    assert cfg.data.start == quality.TRAIN_START and cfg.data.val_end == quality.VAL_END  # baselines uncut
+
+
+def test_smoke_report_end_to_end(tmp_path):
+    out = tmp_path / "report"
+    argv = ["--smoke", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]
+    assert quality.main(argv) == 0
+    page = (out / "quality.md").read_text()
+    assert "| baseline reversal_1d |" in page and "| default, seed 0 |" in page
+    assert "t vs best (test RankIC)" in page
+    assert "**Target met.**" in page or "**Target not met.**" in page
+    for name in report.PLOTS:
+        png = out / "quality" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((out / "quality" / "results.json").read_text())
+    assert {r["name"] for r in results["rows"]} == {"base-reversal_1d", "default-s0"}
+    # A second invocation reuses the finished runs and regenerates the same tables.
+    assert quality.main(argv) == 0
+    again = json.loads((out / "quality" / "results.json").read_text())
+    assert sorted(again["reused"]) == ["base-reversal_1d", "default-s0"]
+    assert again["rows"] == results["rows"]
