@@ -108,7 +108,11 @@ class Profile:
 
 PROFILES = {
     # Knobs estimated (from bench/ throughput figures) to fit the 21 rows in ~2 h on an idle 2-core CPU.
-    "real": Profile(base={"data.start": TRAIN_START, "data.train_end": TRAIN_END, "data.val_end": VAL_END},
+    # One torch thread per run: on a shared 2-core machine two OpenMP threads wait on each other
+    # whenever another process takes a core (measured 1.7-2.1k stock-days/s with two threads at
+    # load 3, against ~10k per CPU-second single-threaded).
+    "real": Profile(base={"data.start": TRAIN_START, "data.train_end": TRAIN_END, "data.val_end": VAL_END,
+                          "runtime.num_threads": 1},
                     deep={}, knobs=Knobs(phase_epochs=(1, 1, 1, 1), hidden=64, hidden_large=256,
                                          max_train_days=400, seeds=3, mode="optimized"), poll_seconds=15.0),
     "tiny": Profile(base={"data.horizons": (1, 5), "data.lookback": 10, "data.min_stocks_per_day": 10,
