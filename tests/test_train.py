@@ -67,6 +67,37 @@ def test_safe_mode_is_deterministic(demo_dataset, tmp_path):
         values.append([(r["epoch"], r["name"], r["value"]) for r in rows
                        if r["name"] not in ("epoch_seconds", "samples_per_second")])
     assert values[0] == values[1]
+    run_training(cfg.replace(**{"runtime.seed": 1}), tmp_path / "other_seed")
+    rows = metric_rows(RunFiles(tmp_path / "other_seed"))
+    assert [(r["epoch"], r["name"], r["value"]) for r in rows
+            if r["name"] not in ("epoch_seconds", "samples_per_second")] != values[0]
+
+
+@pytest.mark.parametrize("heartbeat,many", [(0.02, True), (1000.0, False)])
+def test_heartbeat_seconds_reaches_the_running_trainer(demo_dataset, tmp_path, heartbeat, many):
+    """status.json is refreshed every runtime.heartbeat_seconds while run_training works, on
+    top of the updates at start, epoch ends and finish."""
+    import threading
+    import time
+    files = RunFiles(tmp_path / "run")
+    cfg = tiny_config(demo_dataset, **{"runtime.heartbeat_seconds": heartbeat, "train.phase_epochs": (2, 0, 0, 0)})
+    seen, done = set(), threading.Event()
+
+    def watch() -> None:  # run_training installs a SIGTERM handler, so it keeps the main thread
+        while not done.is_set():
+            seen.add((read_json(files.status) or {}).get("updated") if files.status.exists() else None)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        run_training(cfg, files.root)
+    finally:
+        done.set()
+        watcher.join()
+    assert read_json(files.status)["state"] == "completed"
+    # Without heartbeats only a handful of writes happen (start, config, 2 epochs, end).
+    assert (len(seen) > 15) == many, len(seen)
 
 
 def test_non_finite_loss_fails_the_run_with_the_reason(demo_dataset, tmp_path):
