@@ -97,7 +97,8 @@ def test_heartbeat_seconds_reaches_the_running_trainer(demo_dataset, tmp_path, h
         watcher.join()
     assert read_json(files.status)["state"] == "completed"
     # Without heartbeats only a handful of writes happen (start, config, 2 epochs, end).
-    assert (len(seen) > 15) == many, len(seen)
+    # Measured: ~90 distinct values with heartbeats, 5 without; 10 leaves room for a busy machine.
+    assert (len(seen) > 10) == many, len(seen)
 
 
 def test_non_finite_loss_fails_the_run_with_the_reason(demo_dataset, tmp_path):

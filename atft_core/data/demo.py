@@ -1,18 +1,31 @@
 """A synthetic Japanese-equity market with planted, known structure.
 
-Daily return of stock i (sector k) on day t:
+Daily return of stock i (sector k, supply chain g) on day t, as an overnight and an intraday part:
 
-    r[t,i] = beta_i * m[t] + s[t,k] + e[t,i] - REVERSAL * e[t-1,i]        (everyone)
-           + LEAD_LAG * mean_{leaders j of k} r[t-1,j]                    (followers only)
+    r[t,i] = beta_i * m[t] + s[t,k] + c[t,g] - REVERSAL * e[t-1,i]             (overnight)
+           + LEAD_LAG * mean_{partners j of i} e[t-1,j]                        (overnight)
+           + e[t,i]                                                            (intraday)
 
-m: market factor, s: sector factors, e: Student-t idiosyncratic noise (fat tails). The last term
-is the cross-stock signal: a follower's next-day return loads on what its sector's *leader*
-stocks did today, which none of the follower's own features contain; a model that looks at
-other stocks of the sector (the GAT) can use it. `truth.parquet` in the raw folder holds the
-planted signal per (Code, Date) (the expected part of r[t+1] known at t) and the leader flags.
+m: market factor, s: sector factors, c: supply-chain factors, e: Student-t idiosyncratic news
+(fat tails). Common moves come overnight (Tokyo opens on the US session) and a stock's own news
+breaks during the session, so its open-to-close return is its news. Supply chains cut across
+sectors: walking the stocks in sector order, they are dealt out to the chains like cards, so a
+chain's members sit in different sectors (as long as no sector has more stocks than there are
+chains). A stock's *partners* are the other members of its chain.
+
+The second line is the cross-stock signal: the partners' news of today reaches the stock at
+tomorrow's open. The stock's own features do not carry it: its own return has its own news and
+the chain factor but not the partners' news, its sector means are over stocks of other chains,
+and the index follows the market factor m only. (The one trace: a stock's own news counts for its
+partners but not for itself, so within a chain the signal leans slightly against the own news.)
+The chain factor makes partners strongly correlated, so the trailing-correlation graph links
+them, and a model that looks at graph neighbours (the GAT) can read the signal off their intraday
+returns; a per-stock model cannot.
 
 The raw files (J-Quants-style quotes, listed info, a TOPIX-like index) are written to
-`<out stem>_raw/` and then passed through the same `build` as real data. Same seed, same bytes.
+`<out stem>_raw/` and then passed through the same `build` as real data. `truth.parquet` there
+holds, per (Code, Date), the planted signal (the lead-lag part of r[t+1], known at t) and the
+stock's chain. Same seed, same bytes.
 """
 
 from __future__ import annotations
@@ -36,16 +49,19 @@ SECTOR33_CODES = (
 )
 """The 33 TSE sector codes as J-Quants writes them."""
 
-# Definition of the synthetic market (daily scales of a large-cap Japanese stock).
-MARKET_VOL, SECTOR_VOL, IDIO_VOL = 0.010, 0.006, 0.016
+# Definition of the synthetic market (daily scales of a large-cap Japanese stock; the chain factor
+# is strong so that trailing correlations tell a stock's partners from the rest).
+MARKET_VOL, SECTOR_VOL, CHAIN_VOL, IDIO_VOL = 0.010, 0.006, 0.020, 0.016
 T_DOF = 4
 """Degrees of freedom of the Student-t idiosyncratic noise (fat tails)."""
 REVERSAL = 0.08
 """Share of yesterday's idiosyncratic shock that reverses today."""
-LEAD_LAG = 0.28
-"""Loading of a follower's return on its sector leaders' mean return of the previous day."""
-LEADER_SHARE = 0.25
+LEAD_LAG = 0.7
+"""Loading of a stock's return on its chain partners' mean news of the previous day."""
 STOCKS_PER_SECTOR = 12
+STOCKS_PER_CHAIN = 8
+OPEN_NOISE = 0.002
+"""Noise of the open around the overnight move (auction noise)."""
 NO_TRADE_RATE = 0.0005
 LATE_LISTING_SHARE = 0.08
 TURNOVER_MISSING_SHARE = 0.35
@@ -74,26 +90,27 @@ def _t_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def simulate_returns(n_stocks: int, n_days: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Returns [D, N] and the planted structure (sector, leader flags, signal [D, N])."""
+    """Returns r and news e [D, N] and the planted structure (sector, chain, signal [D, N])."""
     n_sectors = int(np.clip(n_stocks // STOCKS_PER_SECTOR, 2, len(SECTOR33_CODES)))
     sector = np.sort(rng.integers(0, n_sectors, n_stocks))
     sector[:n_sectors] = np.arange(n_sectors)  # every sector has a stock
     sector = np.sort(sector)
-    leader = np.zeros(n_stocks, bool)
-    for k in range(n_sectors):
-        members = np.flatnonzero(sector == k)
-        leader[members[: max(1, int(round(LEADER_SHARE * len(members))))]] = True
+    n_chains = max(2, n_stocks // STOCKS_PER_CHAIN)
+    chain = np.arange(n_stocks) % n_chains  # dealt in sector order: a chain spans sectors
     beta = rng.uniform(0.6, 1.4, n_stocks)
     vol_scale = rng.uniform(0.7, 1.4, n_stocks)
     m = MARKET_VOL * _t_noise(rng, (n_days, 1))
     s = SECTOR_VOL * rng.standard_normal((n_days, n_sectors))
+    c = CHAIN_VOL * rng.standard_normal((n_days, n_chains))
     e = IDIO_VOL * vol_scale * _t_noise(rng, (n_days, n_stocks))
     e_prev = np.vstack([np.zeros((1, n_stocks)), e[:-1]])
-    r = beta * m + s[:, sector] + e - REVERSAL * e_prev
-    lead_mean = np.stack([r[:, leader & (sector == k)].mean(axis=1) for k in range(n_sectors)], axis=1)
-    signal = np.where(leader, 0.0, LEAD_LAG * lead_mean[:, sector])  # known at t, pays at t+1
+    r = beta * m + s[:, sector] + c[:, chain] + e - REVERSAL * e_prev
+    chain_news = np.stack([e[:, chain == g].sum(axis=1) for g in range(n_chains)], axis=1)
+    partners = np.bincount(chain)[chain] - 1  # >= STOCKS_PER_CHAIN - 1
+    signal = LEAD_LAG * (chain_news[:, chain] - e) / partners  # known at t, pays at t+1
     r[1:] += signal[:-1]
-    return {"r": np.clip(r, -0.5, 1.0), "m": m[:, 0], "sector": sector, "leader": leader, "signal": signal}
+    return {"r": np.clip(r, -0.5, 1.0), "news": e, "m": m[:, 0], "sector": sector, "chain": chain,
+            "signal": signal}
 
 
 def _quotes(sim: dict, dates: np.ndarray, codes: list[str], rng: np.random.Generator) -> pl.DataFrame:
@@ -101,7 +118,8 @@ def _quotes(sim: dict, dates: np.ndarray, codes: list[str], rng: np.random.Gener
     n_days, n_stocks = r.shape
     close = rng.lognormal(7.2, 0.8, n_stocks) * np.cumprod(1 + r, axis=0)
     prev = np.vstack([close[:1] / (1 + r[:1]), close[:-1]])
-    open_ = prev * (1 + 0.3 * r + 0.002 * rng.standard_normal(r.shape))
+    overnight = (1 + r) / (1 + sim["news"]) - 1  # the news is the open-to-close return
+    open_ = prev * (1 + overnight + OPEN_NOISE * rng.standard_normal(r.shape))
     high = np.maximum(open_, close) * (1 + np.abs(0.006 * rng.standard_normal(r.shape)))
     low = np.minimum(open_, close) * (1 - np.abs(0.006 * rng.standard_normal(r.shape)))
     volume = np.round(rng.lognormal(12, 1, n_stocks) * np.exp(0.3 * rng.standard_normal(r.shape) + 15 * np.abs(r)), -2)
@@ -164,7 +182,7 @@ def write_raw(out_dir: Path, n_stocks: int, n_days: int, seed: int) -> dict[str,
     day, stock = np.meshgrid(np.arange(n_days), np.arange(n_stocks), indexing="ij")
     _write_parquet(pl.DataFrame({
         "Date": dates[day.ravel()].astype("datetime64[D]"), "Code": np.asarray(codes)[stock.ravel()],
-        "is_leader": sim["leader"][stock.ravel()], "signal": sim["signal"].ravel(),
+        "chain": sim["chain"][stock.ravel()], "signal": sim["signal"].ravel(),
     }), paths["truth"])
     return paths
 
