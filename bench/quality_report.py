@@ -277,7 +277,13 @@ def render_markdown(results: dict[str, Any], plot_dir: str) -> str:
         lines += ["## Rows without results", "", *[f"- {m}" for m in missing], ""]
     lines += ["## Plots (test year, 1-day horizon, default seed 0 vs the best baseline)", ""]
     lines += [f"![{title}]({plot_dir}/{name})" for name, title in PLOTS.items()] + [""]
+    if ANALYSIS.is_file():  # hand-written reading of the numbers; kept across regenerations
+        lines += [ANALYSIS.read_text().rstrip(), ""]
     return "\n".join(lines)
+
+
+ANALYSIS = Path(__file__).with_name("quality_analysis.md")
+"""Hand-written analysis appended to the report (re-read it whenever the numbers change)."""
 
 
 # ---------------------------------------------------------------------------------------------
