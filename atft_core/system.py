@@ -213,9 +213,14 @@ def _dataset_summary(path: str) -> _Dataset:
 
 
 def _panel_bytes(cfg: RunConfig, ds: _Dataset) -> int:
+    """The panel plus, for the deep model with FAN, its FAN inputs (computed once per run)."""
     from atft_core.data.panel import estimate_panel_bytes
+    from atft_core.nn.fan import fan_bytes
 
-    return int(estimate_panel_bytes(ds.n_days, ds.n_stocks, ds.n_features, len(cfg.data.horizons)))
+    need = estimate_panel_bytes(ds.n_days, ds.n_stocks, ds.n_features, len(cfg.data.horizons))
+    if cfg.model.kind == "atft_gat_fan" and cfg.model.fan_top_k > 0:
+        need += fan_bytes(ds.n_days, ds.n_stocks, ds.n_features)
+    return int(need)
 
 
 def count_parameters(cfg: RunConfig, n_features: int) -> int:
@@ -290,7 +295,7 @@ def _check_memory(eff: RunConfig, ds: _Dataset, machine: MachineStatus) -> Check
         where, free = f"GPU {index}", (gpu.memory_free if gpu else 0)
     else:
         where, free = "RAM", machine.ram_available
-    text = f"panel needs ~{_gib(need)} in {where}, {_gib(free)} free"
+    text = f"panel (with FAN inputs) needs ~{_gib(need)} in {where}, {_gib(free)} free"
     if need > free:
         return CheckItem("panel memory", "fail", text + ": it does not fit")
     if need > MEMORY_WARN_FRACTION * free:

@@ -139,3 +139,20 @@ def test_cli_json(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "atft_core.system", "--model.hidden_sz=3"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "hidden_sz" in bad.stderr
+
+
+def test_memory_estimate_counts_the_fan_inputs(dataset: Path, tmp_path: Path) -> None:
+    """FAN's once-per-run inputs are three values per stock-day-feature on top of the panel."""
+    import re
+    from atft_core.data.validate import validate_dataset
+    from atft_core.nn.fan import fan_bytes
+
+    def needed(**changes) -> float:
+        detail = item(preflight(cfg_for(dataset, **changes), tmp_path, probes()), "panel memory").detail
+        value, unit = re.search(r"needs ~([0-9.]+) (MiB|GiB)", detail).groups()
+        return float(value) * (1024 if unit == "GiB" else 1)
+
+    s = validate_dataset(str(dataset))
+    with_fan, without = needed(), needed(**{"model.fan_top_k": 0})
+    assert with_fan > without
+    assert fan_bytes(s.n_days, s.n_stocks, s.n_features) == s.n_days * s.n_stocks * s.n_features * 12

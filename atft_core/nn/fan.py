@@ -103,6 +103,11 @@ class FanInputs:
 _CHUNK_FLOATS = 2 ** 27
 
 
+def fan_bytes(n_days: int, n_stocks: int, n_features: int, bytes_per_value: int = 4) -> int:
+    """Memory of `precompute_fan`'s result: residual (F) and summary (2F) per stock-day."""
+    return n_days * n_stocks * 3 * n_features * bytes_per_value
+
+
 def precompute_fan(features: Tensor, window: int, top_k: int) -> FanInputs:
     """FAN of every (day, stock) of a [D, N, F] panel, in chunks of days, on its device.
 
