@@ -20,10 +20,7 @@ from atft_core.nn.fan import FanInputs
 
 
 class Predictor(Protocol):
-    def __call__(self, day_indices: np.ndarray,
-                 on_batch: Callable[[object, object], None] | None = None) -> np.ndarray:
-        """Point predictions [days, N, H]; `on_batch(output, batch)` sees every chunk (the
-        trainer computes its validation loss there, in the same pass)."""  # [len(days), N, H]
+    def __call__(self, day_indices: np.ndarray) -> np.ndarray:  # [len(days), N, H]
         ...
 
 

@@ -239,8 +239,8 @@ class Trainer:
             if cfg.model.use_gat:
                 self.graphs = GraphCache(self.panel.returns, self.panel.valid, self.panel.sectors, cfg.model, self.device)
         # FAN's per-step inputs depend on the data only: computed once here, not every step.
-        self.fan = (precompute_fan(self.panel.features, cfg.data.lookback, cfg.model.fan_top_k)
-                    if self.is_deep and cfg.model.fan_top_k > 0 else None)
+        uses_fan = self.is_deep and cfg.model.fan_top_k > 0 and any(cfg.train.phase_epochs[FAN_PHASE:])
+        self.fan = precompute_fan(self.panel.features, cfg.data.lookback, cfg.model.fan_top_k) if uses_fan else None
 
     # -- facts -------------------------------------------------------------------------------
     def resolved_facts(self) -> dict[str, Any]:
