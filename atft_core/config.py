@@ -23,6 +23,9 @@ from typing import Any
 MODEL_KINDS = ("atft_gat_fan", "reversal_1d", "reversal_5d", "momentum_20d", "low_vol", "ridge")
 """`model.kind` values: the deep model, single-factor baselines and a ridge regression."""
 
+TARGET_NORMALIZATIONS = ("cs_zscore", "cs_rank", "none")
+"""`loss.target_normalization` values (see atft_core.loss)."""
+
 PHASE_NAMES = ("baseline", "adaptive_norm", "gat", "finetune")
 """Training phases in order: 0 no FAN / no GAT, 1 adds FAN, 2 adds GAT, 3 fine-tunes all."""
 
@@ -134,7 +137,8 @@ class LossConfig:
     soft_rank_temperature: float = 0.1
     """Temperature of the sigmoid soft rank used by the RankIC term (smaller = sharper)."""
     target_normalization: str = "cs_zscore"
-    """Point/quantile targets: 'cs_zscore' (per-date z-score) or 'none' (raw returns)."""
+    """Point/quantile targets: 'cs_zscore' (per-date z-score), 'cs_rank' (per-date rank-gauss:
+    ranks mapped to normal quantiles) or 'none' (raw returns)."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,8 @@ class RuntimeConfig:
     device: str = "auto"
     """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     precision: str = "auto"
-    """'auto' (bf16 autocast on CUDA in optimized mode, else fp32), 'fp32', 'bf16' or 'fp16'."""
+    """'auto' (optimized mode: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 or
+    AMX); else fp32), 'fp32', 'bf16' or 'fp16' (CUDA only)."""
     seed: int = 0
     """Seed for torch, numpy and Python's random."""
     num_threads: int = 0
@@ -410,7 +415,8 @@ def _problems(cfg: RunConfig) -> list[str]:  # noqa: C901 - a flat list of rules
         need(getattr(lo, name) >= 0.0, f"loss.{name}: must be >= 0")
     need(lo.huber_delta > 0.0, "loss.huber_delta: must be > 0")
     need(lo.soft_rank_temperature > 0.0, "loss.soft_rank_temperature: must be > 0")
-    need(lo.target_normalization in ("cs_zscore", "none"), "loss.target_normalization: 'cs_zscore' or 'none'")
+    need(lo.target_normalization in TARGET_NORMALIZATIONS,
+         f"loss.target_normalization: one of {list(TARGET_NORMALIZATIONS)}")
     need(
         not lo.horizon_weights or len(lo.horizon_weights) == len(d.horizons),
         f"loss.horizon_weights has {len(lo.horizon_weights)} values for {len(d.horizons)} horizons {list(d.horizons)}",
@@ -453,10 +459,11 @@ def _problems(cfg: RunConfig) -> list[str]:  # noqa: C901 - a flat list of rules
 # Resolution of "auto" values (the effective config is what gets saved with a run)
 
 
-def resolve(cfg: RunConfig, *, cuda_available: bool, cpu_count: int) -> RunConfig:
+def resolve(cfg: RunConfig, *, cuda_available: bool, cpu_count: int, cpu_bf16: bool = False) -> RunConfig:
     """Return the effective config: every 'auto' value replaced by what will actually run.
 
-    Machine facts are passed in (not probed here) so that resolution is a pure function.
+    Machine facts are passed in (not probed here) so that resolution is a pure function;
+    `cpu_bf16`: the CPU computes bf16 natively (atft_core.system.cpu_has_native_bf16).
     """
     d, lo, t, r = cfg.data, cfg.loss, cfg.train, cfg.runtime
     if r.device.startswith("cuda") and not cuda_available:
@@ -467,7 +474,9 @@ def resolve(cfg: RunConfig, *, cuda_available: bool, cpu_count: int) -> RunConfi
         raise ConfigError("runtime.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
     precision = r.precision
     if precision == "auto":
-        precision = "bf16" if (on_cuda and t.mode == "optimized") else "fp32"
+        # bf16 autocast pays off on CUDA and on CPUs with bf16 instructions (docs/benchmarks.md:
+        # ~1.3x on the GAT phases here); safe mode stays fp32 and deterministic.
+        precision = "bf16" if t.mode == "optimized" and (on_cuda or cpu_bf16) else "fp32"
     threads = r.num_threads or (1 if t.mode == "safe" else max(1, cpu_count))
     days_per_step = t.days_per_step or (1 if t.mode == "safe" else 8)
     purge = d.purge_days or (max(d.horizons) + d.execution_lag)

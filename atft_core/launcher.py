@@ -41,7 +41,8 @@ from atft_core.runs import (DEFAULT_RUNS_DIR, LAUNCH_CONFIG, RunError, run_folde
 
 TRAINER_MODULE = "atft_core.train"
 TRAINER_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
-"""glibc allocator settings for the trainer: PyG's GAT runs ~2x faster on CPU (DESIGN.md)."""
+"""glibc allocator settings for the trainer (atft_core.allocator applies the same at start-up;
+the environment also covers what happens before that)."""
 DEFAULT_STOP_GRACE_SECONDS = 60.0
 """How long `stop` waits for the trainer to finish its step and save before SIGKILL."""
 KILL_WAIT_SECONDS = 10.0

@@ -25,8 +25,11 @@ the batch:
   with one date per batch.
 
 target_norm is the per-date, per-horizon z-score of the target when
-``loss.target_normalization == 'cs_zscore'`` (the raw target with 'none'); the correlations
-are invariant to it and the Sharpe term always uses raw returns. Targets that are NaN are
+``loss.target_normalization == 'cs_zscore'``; with 'cs_rank' it is the date's rank-gauss
+transform of the target (average rank r of n valid rows -> Phi^-1((r - 0.5) / n)), which keeps
+the order but gives every date the same normal-shaped targets, so a few extreme returns
+cannot dominate the point loss; with 'none' it is the raw target. The correlations are
+invariant to it and the Sharpe term always uses raw returns. Targets that are NaN are
 left out of every term (per horizon). A (date, horizon) with fewer than two valid rows adds
 nothing to the cross-sectional terms; a horizon with none at all counts as correlation 0,
 return 0 and point loss 0, i.e. a constant without gradient.
@@ -81,6 +84,22 @@ def _day_standardize(x: Tensor, m: Tensor, day: Tensor, n_days: int) -> tuple[Te
     var, _ = _day_mean(centered * centered, m, day, n_days)
     std = torch.sqrt(var + VAR_EPS)
     return centered / std[day], std
+
+
+def _day_rank_gauss(x: Tensor, m: Tensor, day: Tensor, n_days: int) -> Tensor:
+    """Per-(day, horizon) rank-gauss of x over valid rows, 0 where invalid. Shapes: [S, H] -> [S, H].
+
+    Average ranks r (ties share theirs) of the n valid rows become Phi^-1((r - 0.5) / n).
+    """
+    out = torch.zeros_like(x)
+    for d in range(n_days):
+        rows = (day == d).nonzero(as_tuple=True)[0]
+        for h in range(x.shape[1]):
+            sel = rows[m[rows, h]]
+            if sel.numel():
+                u = (average_rank(x[sel, h].double()) - 0.5) / sel.numel()
+                out[sel, h] = torch.special.ndtri(u).to(x.dtype)
+    return out
 
 
 def _over_days(values: Tensor, defined: Tensor, neutral: float) -> Tensor:
@@ -222,7 +241,7 @@ def compute_loss(
     raw = torch.where(m, target, torch.zeros_like(target))
     z_pred, _ = _day_standardize(point, m, day, n_days)
     z_raw, raw_std = _day_standardize(raw, m, day, n_days)
-    target_norm = z_raw if loss_cfg.target_normalization == "cs_zscore" else raw
+    target_norm = _point_target(loss_cfg.target_normalization, raw, z_raw, m, day, n_days)
     q = torch.tensor(quantiles, dtype=point.dtype, device=point.device)
     _, counts = _day_mean(raw, m, day, n_days)
     defined = counts >= 2  # [B, H]
@@ -249,6 +268,15 @@ def compute_loss(
     total = sum(weights[name] * terms[name] for name in TERM_NAMES)
     values = torch.stack([terms[name].detach() for name in TERM_NAMES] + [total.detach()]).tolist()  # one sync
     return total, dict(zip(TERM_NAMES + ("total",), values))
+
+
+def _point_target(normalization: str, raw: Tensor, z_raw: Tensor, m: Tensor, day: Tensor, n_days: int) -> Tensor:
+    """The target of the point and quantile losses (see the module docstring)."""
+    if normalization == "cs_zscore":
+        return z_raw
+    if normalization == "cs_rank":
+        return _day_rank_gauss(raw, m, day, n_days)
+    return raw
 
 
 def _horizon_weights(cfg: LossConfig, explicit: tuple[float, ...] | None, n_h: int) -> Tensor:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atft_core.allocator import keep_freed_memory
 from atft_core.baselines import baseline_from_state
 from atft_core.checkpoint import load_checkpoint
 from atft_core.config import ConfigError, RunConfig
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, help="model-ready parquet")
     parser.add_argument("--out", required=True, help="output parquet")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     try:
         values = predict_run(Path(args.run), Path(args.dataset), Path(args.out))
     except (ConfigError, DataError, FileNotFoundError, KeyError) as exc:

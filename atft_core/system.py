@@ -102,6 +102,25 @@ def _ram() -> tuple[int, int]:
     return int(mem.total), int(mem.available)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16; Linux /proc/cpuinfo).
+
+    Only then is CPU bf16 autocast faster than fp32; elsewhere it is emulated and slower.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def resolve_here(cfg: RunConfig) -> RunConfig:
+    """`config.resolve` with this machine's facts (CUDA, CPU count, native CPU bf16)."""
+    return resolve(cfg, cuda_available=_cuda_available(), cpu_count=psutil.cpu_count() or 1,
+                   cpu_bf16=cpu_has_native_bf16())
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -120,6 +139,7 @@ class Probes:
     cpu_count: Callable[[], int] = lambda: psutil.cpu_count() or 1
     cuda_available: Callable[[], bool] = _cuda_available
     """Whether this torch build can use CUDA (a CPU-only torch cannot, GPU or not)."""
+    cpu_bf16: Callable[[], bool] = cpu_has_native_bf16
 
 
 @dataclass
@@ -134,13 +154,16 @@ class MachineStatus:
     ram_available: int
     cpu_count: int
     disk_free: dict[str, int]
+    cpu_bf16: bool = False
+    """The CPU computes bf16 natively (optimized mode then trains on the CPU with bf16 autocast)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
         """Human-readable lines."""
-        lines = [f"CPU: {self.cpu_count} cores; RAM {_gib(self.ram_available)} free of {_gib(self.ram_total)}"]
+        bf16 = ", native bf16" if self.cpu_bf16 else ""
+        lines = [f"CPU: {self.cpu_count} cores{bf16}; RAM {_gib(self.ram_available)} free of {_gib(self.ram_total)}"]
         if not self.gpus:
             lines.append(f"GPU: none ({self.gpu_note or 'no device'}); training will use the CPU")
         for g in self.gpus:
@@ -169,7 +192,7 @@ def machine_status(probes: Probes | None = None, paths: Sequence[Path | str] = (
         cuda = False
     total, available = probes.ram()
     return MachineStatus(gpus, note, cuda, total, available, int(probes.cpu_count()),
-                         {str(p): int(probes.disk_free(p)) for p in paths})
+                         {str(p): int(probes.disk_free(p)) for p in paths}, bool(probes.cpu_bf16()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +284,8 @@ def _check_dataset(cfg: RunConfig) -> tuple[list[CheckItem], _Dataset | None]:
 
 def _check_device(cfg: RunConfig, machine: MachineStatus) -> tuple[CheckItem, RunConfig | None]:
     try:
-        eff = resolve(cfg, cuda_available=machine.cuda_available, cpu_count=machine.cpu_count)
+        eff = resolve(cfg, cuda_available=machine.cuda_available, cpu_count=machine.cpu_count,
+                      cpu_bf16=machine.cpu_bf16)
     except ConfigError as exc:
         return CheckItem("device", "fail", str(exc)), None
     device = eff.runtime.device
@@ -279,7 +303,8 @@ def _check_device(cfg: RunConfig, machine: MachineStatus) -> tuple[CheckItem, Ru
         why = "runtime.device=cpu: training will use the CPU although a GPU is present"
     else:
         why = f"no GPU ({machine.gpu_note or 'none found'}): training will use the CPU"
-    return CheckItem("device", "pass", f"{why} ({machine.cpu_count} cores, {eff.runtime.num_threads} threads)"), eff
+    return CheckItem("device", "pass", f"{why} ({machine.cpu_count} cores, {eff.runtime.num_threads} threads, "
+                                       f"{eff.runtime.precision})"), eff
 
 
 def _check_memory(eff: RunConfig, ds: _Dataset, machine: MachineStatus) -> CheckItem:

@@ -33,10 +33,11 @@ import numpy as np
 import torch
 
 from atft_core import __version__
+from atft_core.allocator import keep_freed_memory
 from atft_core.baselines import fit_baseline
 from atft_core.batching import make_day_batch
 from atft_core.checkpoint import load_checkpoint, save_checkpoint
-from atft_core.config import PHASE_NAMES, ConfigError, RunConfig, build_config, parse_overrides, resolve
+from atft_core.config import PHASE_NAMES, ConfigError, RunConfig, build_config, parse_overrides
 from atft_core.data.panel import Panel, load_panel
 from atft_core.data.splits import make_splits
 from atft_core.graph import GraphCache
@@ -46,6 +47,7 @@ from atft_core.model import ATFTGATFAN, FAN_PHASE, GAT_PHASE
 from atft_core.nn.fan import FanInputs, precompute_fan
 from atft_core.predictions import write_predictions
 from atft_core.run_files import MetricsWriter, RunFiles, read_json, write_json_atomic
+from atft_core.system import resolve_here
 
 log = logging.getLogger("atft_core.train")
 
@@ -526,7 +528,7 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
     stop_event = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
     try:
-        cfg = resolve(requested, cuda_available=torch.cuda.is_available(), cpu_count=os.cpu_count() or 1)
+        cfg = resolve_here(requested)
         _configure_torch(cfg)
         _seed_everything(cfg.runtime.seed)
         trainer = Trainer(cfg, files, requested.to_dict(), status)
@@ -552,6 +554,7 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: see the module docstring. Exit code 0 for completed/early_stopped/stopped."""
+    keep_freed_memory()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         overrides, rest = parse_overrides(args)
@@ -565,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = build_config(options.get("config"), overrides)
             run_dir = Path(options["run_dir"]) if options.get("run_dir") else None
         if options.get("print_config"):
-            effective = resolve(cfg, cuda_available=torch.cuda.is_available(), cpu_count=os.cpu_count() or 1)
+            effective = resolve_here(cfg)
             print(effective.to_json())
             return 0
         if run_dir is None:

@@ -63,15 +63,15 @@ def synthetic_panel(n_stocks: int, n_days: int, n_features: int, device: str):
 
 def run_setting(args: argparse.Namespace, hidden: int) -> None:
     import torch
-    from atft_core.config import RunConfig, resolve
+    from atft_core.config import RunConfig
     from atft_core.run_files import MetricsWriter, RunFiles
+    from atft_core.system import resolve_here
     from atft_core.train import StatusFile, Trainer, _configure_torch, _seed_everything
     overrides = {"data.path": "synthetic.parquet", "model.hidden_size": hidden, "train.mode": args.mode,
                  "runtime.device": args.device, "runtime.precision": args.precision,
                  "train.days_per_step": args.days_per_step}
     overrides.update(dict(item.split("=", 1) for item in args.extra))
-    cfg = resolve(RunConfig().replace(**overrides), cuda_available=torch.cuda.is_available(),
-                  cpu_count=os.cpu_count() or 1)
+    cfg = resolve_here(RunConfig().replace(**overrides))
     _configure_torch(cfg)
     _seed_everything(cfg.runtime.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,6 +106,8 @@ def _sync(device) -> None:
 
 def main(argv: list[str]) -> None:
     import torch
+    from atft_core.allocator import keep_freed_memory
+    keep_freed_memory()  # as the trainer's entry point does
     args = parse_args(argv)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -126,7 +126,8 @@ def time_batching(args: argparse.Namespace, cfg, n_days: int = 120) -> float:
     return (time.perf_counter() - t0) / len(batches)
 
 
-def time_model(args: argparse.Namespace, cfg, batch, bf16: bool = False) -> tuple[float, int]:
+def time_model(args: argparse.Namespace, cfg, batch, bf16: bool = False) -> tuple[list[float], int]:
+    """Seconds of each timed step (after one warm-up) and the parameter count."""
     import torch
     from atft_core.model import ATFTGATFAN
     model = ATFTGATFAN(cfg, args.features, args.horizons)
@@ -147,8 +148,7 @@ def time_model(args: argparse.Namespace, cfg, batch, bf16: bool = False) -> tupl
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    # The median resists the bursts of other processes on a shared machine.
-    return statistics.median(times), model.count_parameters()
+    return times, model.count_parameters()
 
 
 def run_child(args: argparse.Namespace) -> None:
@@ -172,9 +172,12 @@ def run_child(args: argparse.Namespace) -> None:
             cfg = ModelConfig(hidden_size=hidden, use_gat=use_gat, graph_top_k=args.graph_top_k,
                               graph_corr_window=args.graph_window)
             for bf16 in (False, True) if args.bf16 else (False,):
-                seconds, n_params = time_model(args, cfg, batch, bf16)
+                times, n_params = time_model(args, cfg, batch, bf16)
+                # The median resists the bursts of other processes on a shared machine.
+                seconds = statistics.median(times)
                 print(f"hidden {hidden:4d} gat {'on ' if use_gat else 'off'}{' bf16' if bf16 else ''}: "
-                      f"{seconds * 1e3:8.1f} ms/step fwd+bwd+adamw, {rows / seconds:9.0f} stock-days/s "
+                      f"{seconds * 1e3:8.1f} ms/step fwd+bwd+adamw (min / max {min(times) * 1e3:.1f} / "
+                      f"{max(times) * 1e3:.1f}, n={len(times)}), {rows / seconds:9.0f} stock-days/s at the median "
                       f"({n_params} params)", flush=True)
 
 

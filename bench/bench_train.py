@@ -5,6 +5,7 @@
     python bench/bench_train.py --skip-demo --modes optimized --hidden 64 \
         --dataset /tmp/real.parquet --data-start 2019-01-01 --data-end 2020-12-31
     python bench/bench_train.py --quick --precision bf16
+    python bench/bench_train.py --quick --repeat 3          # min / median / max of 3 runs each
 
 Each setting is one `python -m atft_core.train ... --run-dir TMP` subprocess (with the
 launcher's allocator variables MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_) that trains one
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,7 +60,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="training days of a full real-data epoch, for the projected epoch time")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per training subprocess")
     ap.add_argument("--extra", nargs="*", default=[], help="more --section.name=value overrides for every run")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per setting; with more than one, min / median / max are printed too")
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat must be >= 1")
     if args.quick:
         args.skip_real, args.hidden = True, [64]
     return args
@@ -151,6 +157,14 @@ def read_train_days(run_dir: Path) -> int | None:
         return None
 
 
+def projected_minutes(m: dict[str, float], days: int | None, args: argparse.Namespace) -> float | None:
+    """A full real-data epoch of --projection-days days at this run's rate and stocks per day."""
+    if not days:
+        return None
+    per_day = m["samples_per_second"] * m["epoch_seconds"] / days
+    return args.projection_days * per_day / m["samples_per_second"] / 60
+
+
 def report(label: str, mode: str, hidden: int, result: dict, args: argparse.Namespace, real: bool) -> None:
     for phase, name in PHASES.items():
         m = result["phases"].get(phase)
@@ -159,10 +173,10 @@ def report(label: str, mode: str, hidden: int, result: dict, args: argparse.Name
         rate, secs = m["samples_per_second"], m["epoch_seconds"]
         extra = ""
         days = result["train_days"]
-        if real and days:
+        projected = projected_minutes(m, days, args) if real else None
+        if projected is not None:
             per_day = rate * secs / days
-            projected = args.projection_days * per_day / rate
-            extra = f" | {per_day:6.0f} stocks/day, full epoch ({args.projection_days} days) ~{projected / 60:5.1f} min"
+            extra = f" | {per_day:6.0f} stocks/day, full epoch ({args.projection_days} days) ~{projected:5.1f} min"
         print(f"{label:<6} {mode:<9} h{hidden:<4} {args.precision:<5} {name:<17} {rate:8.0f} stock-days/s "
               f"{secs:7.1f} s over {days} days | load {result['load_before']:.1f}->{result['load_after']:.1f}"
               f" | run wall {result['wall']:.0f} s{extra}", flush=True)
@@ -171,16 +185,39 @@ def report(label: str, mode: str, hidden: int, result: dict, args: argparse.Name
 def bench(label: str, dataset: Path, args: argparse.Namespace, tmp: Path, date_range: tuple[str, str]) -> None:
     real = label == "real"
     for hidden in args.hidden:
-        rates = {}
+        rates: dict[str, dict[int, float]] = {}
         for mode in args.modes:
-            result = train_once(dataset, mode, hidden, args, tmp, date_range)
-            report(label, mode, hidden, result, args, real)
-            rates[mode] = result["phases"]
+            results = []
+            for _ in range(args.repeat):
+                results.append(train_once(dataset, mode, hidden, args, tmp, date_range))
+                report(label, mode, hidden, results[-1], args, real)
+            rates[mode] = summarize(label, mode, hidden, results, args, real)
         if {"safe", "optimized"} <= rates.keys():
             for phase, name in PHASES.items():
                 if phase in rates["safe"] and phase in rates["optimized"]:
-                    ratio = rates["optimized"][phase]["samples_per_second"] / rates["safe"][phase]["samples_per_second"]
-                    print(f"{label:<6} optimized/safe h{hidden} {name}: {ratio:.2f}x", flush=True)
+                    ratio = rates["optimized"][phase] / rates["safe"][phase]
+                    print(f"{label:<6} optimized/safe h{hidden} {name}: {ratio:.2f}x (medians)", flush=True)
+
+
+def summarize(label: str, mode: str, hidden: int, results: list[dict], args: argparse.Namespace,
+              real: bool) -> dict[int, float]:
+    """Print min / median / max per phase over the repeats; returns the median rate per phase."""
+    medians = {}
+    for phase, name in PHASES.items():
+        runs = [r for r in results if phase in r["phases"]]
+        if not runs:
+            continue
+        rates = [r["phases"][phase]["samples_per_second"] for r in runs]
+        medians[phase] = statistics.median(rates)
+        if len(runs) < 2:
+            continue
+        line = f"{label:<6} {mode:<9} h{hidden:<4} {args.precision:<5} {name:<17} n={len(runs)} stock-days/s " \
+               f"min/median/max {min(rates):.0f} / {medians[phase]:.0f} / {max(rates):.0f}"
+        minutes = [projected_minutes(r["phases"][phase], r["train_days"], args) for r in runs] if real else []
+        if minutes and None not in minutes:
+            line += f" | full epoch {min(minutes):.2f} / {statistics.median(minutes):.2f} / {max(minutes):.2f} min"
+        print(line, flush=True)
+    return medians
 
 
 def main(argv: list[str]) -> None:

@@ -78,6 +78,11 @@ def test_resolve_fills_every_auto_value():
     opt = resolve(RunConfig().replace(**{"train.mode": "optimized", "data.execution_lag": 1}), cuda_available=True, cpu_count=8)
     assert (opt.runtime.device, opt.runtime.precision, opt.runtime.num_threads) == ("cuda", "bf16", 8)
     assert opt.data.purge_days == 21 and opt.train.days_per_step == 8
+    # On the CPU, optimized mode autocasts to bf16 only where the CPU has bf16 instructions.
+    opt_cpu = RunConfig().replace(**{"train.mode": "optimized"})
+    assert resolve(opt_cpu, cuda_available=False, cpu_count=2, cpu_bf16=True).runtime.precision == "bf16"
+    assert resolve(opt_cpu, cuda_available=False, cpu_count=2, cpu_bf16=False).runtime.precision == "fp32"
+    assert resolve(RunConfig(), cuda_available=False, cpu_count=2, cpu_bf16=True).runtime.precision == "fp32"  # safe
     # Explicit values are kept, never replaced by defaults.
     kept = resolve(RunConfig().replace(**{"train.days_per_step": 3, "data.purge_days": 30}), cuda_available=False, cpu_count=2)
     assert kept.train.days_per_step == 3 and kept.data.purge_days == 30

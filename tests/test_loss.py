@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from scipy.stats import pearsonr, rankdata, spearmanr
+from scipy.stats import norm, pearsonr, rankdata, spearmanr
 
 from atft_core import loss as loss_mod
 from atft_core.config import LossConfig
@@ -142,6 +142,29 @@ def test_target_normalization_affects_point_terms_only():
     assert z["pinball"] != pytest.approx(raw["pinball"], rel=1e-3)
     for name in ("rankic", "cs_ic", "sharpe"):
         assert z[name] == pytest.approx(raw[name], rel=1e-6)
+
+
+def test_rank_gauss_target_matches_reference():
+    """cs_rank: the point loss's target is Phi^-1((rank - 0.5) / n) per date, NaN rows left out."""
+    out, batch = _case(n_h=1)
+    batch.targets[3, 0] = float("nan")
+    batch.targets[5, 0] = batch.targets[7, 0]  # a tie on day 0 shares its average rank
+    _, t = compute_loss(out, batch, LossConfig(target_normalization="cs_rank", huber_delta=0.5), QUANTILES)
+    p = out.point.detach().double().numpy()[:, 0]
+    y = batch.targets.double().numpy()[:, 0]
+    day = batch.day.numpy()
+    hub, n_rows = 0.0, 0
+    for d in np.unique(day):
+        ok = (day == d) & np.isfinite(y)
+        g = norm.ppf((rankdata(y[ok]) - 0.5) / ok.sum())
+        e = np.abs(p[ok] - g)
+        hub += np.where(e < 0.5, 0.5 * e**2, 0.5 * (e - 0.25)).sum()
+        n_rows += ok.sum()
+    assert t["huber"] == pytest.approx(hub / n_rows, rel=1e-5)
+    _, z = compute_loss(out, batch, LossConfig(target_normalization="cs_zscore", huber_delta=0.5), QUANTILES)
+    assert t["huber"] != pytest.approx(z["huber"], rel=1e-3)
+    for name in ("rankic", "cs_ic", "sharpe"):
+        assert t[name] == pytest.approx(z[name], rel=1e-6)
 
 
 def test_soft_spearman_approaches_scipy():

@@ -224,6 +224,30 @@ def test_isolated_rows_and_empty_graph():
     assert torch.isfinite(out.point).all()
 
 
+def test_graph_block_equals_plain_pyg_gatv2():
+    """The padded edge projection is only a faster GEMM: same output, gradients and state dict
+    keys as a stack of PyG GATv2Conv layers holding the same weights."""
+    from torch_geometric.nn import GATv2Conv
+
+    from atft_core.nn.gat import GraphBlock
+    cfg = dataclasses.replace(SMALL, gat_dropout=0.0, gat_layers=2)
+    torch.manual_seed(0)
+    block = GraphBlock(cfg)
+    plain = GraphBlock(cfg)
+    for i, conv in enumerate(block.layers):
+        plain.layers[i] = GATv2Conv(8, 4, heads=2, concat=True, edge_dim=2, dropout=0.0, add_self_loops=True)
+        plain.layers[i].load_state_dict(conv.state_dict())
+    assert list(block.state_dict()) == list(plain.state_dict())
+    batch = make_batch(cfg, days=3, stocks=7)
+    h = torch.randn(batch.n_rows, 8)
+    ours, theirs = block(h, batch.edge_index, batch.edge_attr), plain(h, batch.edge_index, batch.edge_attr)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    ours.square().sum().backward()
+    theirs.square().sum().backward()
+    for (name, p), q in zip(block.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_deterministic_with_fixed_seed():
     batch = make_batch(SMALL)
     outs = []

@@ -38,7 +38,7 @@ def no_gpu() -> list[GpuInfo]:
 def probes(**changes) -> Probes:
     """Plenty of everything, no GPU, unless changed."""
     base = Probes(disk_free=lambda p: 500 * GiB, ram=lambda: (64 * GiB, 48 * GiB), gpus=no_gpu,
-                  cpu_count=lambda: 8, cuda_available=lambda: False)
+                  cpu_count=lambda: 8, cuda_available=lambda: False, cpu_bf16=lambda: False)
     return dataclasses.replace(base, **changes)
 
 
@@ -88,6 +88,16 @@ def test_no_gpu_means_cpu(dataset: Path, tmp_path: Path) -> None:
     assert verdict(items) in ("pass", "warn")  # the demo may lack sectors: that only warns
     assert all(i.verdict != "fail" for i in items)
     assert item(items, "panel memory").verdict == "pass"
+    assert "fp32" in item(items, "device").detail
+
+
+def test_cpu_precision_follows_native_bf16(dataset: Path, tmp_path: Path) -> None:
+    optimized = cfg_for(dataset, **{"train.mode": "optimized"})
+    with_bf16 = preflight(optimized, tmp_path, probes(cpu_bf16=lambda: True))
+    assert "bf16" in item(with_bf16, "device").detail
+    without = preflight(optimized, tmp_path, probes(cpu_bf16=lambda: False))
+    assert "fp32" in item(without, "device").detail
+    assert "native bf16" in system.machine_status(probes(cpu_bf16=lambda: True), paths=[tmp_path]).describe()
 
 
 def test_cuda_requested_without_cuda_fails(dataset: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import streamlit as st
 
-from atft_core.config import MODEL_KINDS, SECTIONS, ConfigError, RunConfig, field_docs, field_types
+from atft_core.config import MODEL_KINDS, SECTIONS, TARGET_NORMALIZATIONS, ConfigError, RunConfig, field_docs, field_types
 
 from .logic import errors_by_field
 
@@ -28,7 +28,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.mode": ("safe", "optimized"),
     "train.optimizer": ("adamw", "adam", "sgd"),
     "train.schedule": ("cosine", "constant", "step"),
-    "loss.target_normalization": ("cs_zscore", "none"),
+    "loss.target_normalization": TARGET_NORMALIZATIONS,
     "runtime.precision": ("auto", "fp32", "bf16", "fp16"),
 }
 """String fields with a closed set of values (the same sets config.validate accepts)."""

@@ -12,6 +12,37 @@ from torch_geometric.nn import GATv2Conv
 from atft_core.config import ModelConfig
 from atft_core.graph import EDGE_ATTR_DIM
 
+EDGE_GEMM_WIDTH = 16
+"""Edge attributes are zero-padded to this many columns for the edge projection's GEMM (below)."""
+
+
+class PaddedEdgeProjection(nn.Module):
+    """GATv2's edge projection ``W_e a`` (no bias) with ``a`` and ``W_e`` zero-padded to
+    EDGE_GEMM_WIDTH columns: exactly the same values and gradients.
+
+    Why: the edge attributes have 2 columns, and MKL's fp32 GEMM with an inner dimension of 2
+    is slow, the weight gradient (``grad.T @ a``, [H, E] x [E, 2]) above all: forward+backward
+    over ~240k edges took ~150 ms per layer here against ~40 ms at 16 columns (docs/benchmarks.md).
+    It runs over every edge of every GAT layer each step. Holds the original parameter, so the
+    state dict keeps the key and shape ``lin_edge.weight`` [H, 2].
+    """
+
+    def __init__(self, weight: nn.Parameter) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, edge_attr: Tensor) -> Tensor:
+        pad = max(0, EDGE_GEMM_WIDTH - edge_attr.shape[1])
+        return F.linear(F.pad(edge_attr, (0, pad)), F.pad(self.weight, (0, pad)))
+
+
+def _gatv2_layer(hidden: int, heads: int, dropout: float) -> GATv2Conv:
+    """PyG's GATv2Conv (heads concatenated back to `hidden`) with the padded edge projection."""
+    conv = GATv2Conv(hidden, hidden // heads, heads=heads, concat=True, edge_dim=EDGE_ATTR_DIM,
+                     dropout=dropout, add_self_loops=True)
+    conv.lin_edge = PaddedEdgeProjection(conv.lin_edge.weight)
+    return conv
+
 
 class GraphBlock(nn.Module):
     """Stacked GATv2Conv layers (heads concatenated back to hidden) with ELU and residuals.
@@ -25,10 +56,7 @@ class GraphBlock(nn.Module):
         hidden, heads = cfg.hidden_size, cfg.gat_heads
         if hidden % heads:
             raise ValueError(f"GraphBlock: model.gat_heads={heads} must divide model.hidden_size={hidden}")
-        self.layers = nn.ModuleList(
-            GATv2Conv(hidden, hidden // heads, heads=heads, concat=True, edge_dim=EDGE_ATTR_DIM,
-                      dropout=cfg.gat_dropout, add_self_loops=True)
-            for _ in range(cfg.gat_layers))
+        self.layers = nn.ModuleList(_gatv2_layer(hidden, heads, cfg.gat_dropout) for _ in range(cfg.gat_layers))
         self.dropout = nn.Dropout(cfg.gat_dropout)
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
