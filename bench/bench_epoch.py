@@ -8,7 +8,8 @@ Builds a `Panel` in memory (factor-structured returns, random features; no files
 `atft_core.train.Trainer` and times `Trainer.train_epoch` in phase 2 (FAN and GAT on) with the
 trainer's own step: day batches, graphs, loss, backward, optimiser. Reported: one-time set-up
 (panel on device, FAN precompute), the epoch's wall time (graphs are built as days are first
-met, so a first epoch includes them; `--epochs 2` shows a later one), stock-days per second.
+met, so a first epoch includes them; `--epochs 2` shows a later one; with `--epochs 4` or more,
+min / median / max over the epochs after the first), stock-days per second.
 Training days are the panel's days minus the lookback and the validation/test tails.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -85,6 +87,7 @@ def run_setting(args: argparse.Namespace, hidden: int) -> None:
         print(f"hidden {hidden}: {cfg.train.mode}, {cfg.runtime.device}, precision {cfg.runtime.precision}, "
               f"{cfg.train.days_per_step} days/step, {len(trainer.train_days)} train days, "
               f"{trainer.model.count_parameters()} params; set-up (panel + FAN precompute) {setup:.1f} s", flush=True)
+        walls = []
         with MetricsWriter(files.metrics) as metrics:
             for epoch in range(args.epochs):
                 t0 = time.perf_counter()
@@ -92,8 +95,13 @@ def run_setting(args: argparse.Namespace, hidden: int) -> None:
                 _sync(trainer.device)
                 wall = time.perf_counter() - t0
                 trainer.progress.epoch += 1
+                walls.append(wall)
                 print(f"  epoch {epoch + 1}: {wall:7.1f} s wall, {values['samples_per_second']:9.0f} stock-days/s "
                       f"(loss {values['train/loss']:.4f}, graphs built {values.get('graph/built', 0):.0f})", flush=True)
+        if len(walls) > 2:  # the first epoch also builds every day's graph
+            later = walls[1:]
+            print(f"  epochs 2-{len(walls)}: min / median / max {min(later):.1f} / {statistics.median(later):.1f} / "
+                  f"{max(later):.1f} s", flush=True)
         if trainer.device.type == "cuda":
             print(f"  peak GPU memory {torch.cuda.max_memory_allocated(trainer.device) / 2**30:.1f} GiB", flush=True)
 

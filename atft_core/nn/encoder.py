@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from atft_core.config import ModelConfig
+from atft_core.nn.dropout import Dropout, keep_mask
 
 
 class GatedResidualNetwork(nn.Module):
@@ -38,7 +39,7 @@ class GatedResidualNetwork(nn.Module):
         self.skip = nn.Linear(d_in, d_out) if d_in != d_out else nn.Identity()
         self.fc1 = nn.Linear(d_in, d_hidden)
         self.fc2 = nn.Linear(d_hidden, 2 * d_out)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(d_out)
 
     def forward(self, a: Tensor) -> Tensor:
@@ -51,7 +52,7 @@ class GateAddNorm(nn.Module):
 
     def __init__(self, d: int, dropout: float, dropout_layer: nn.Module | None = None) -> None:
         super().__init__()
-        self.dropout = dropout_layer if dropout_layer is not None else nn.Dropout(dropout)
+        self.dropout = dropout_layer if dropout_layer is not None else Dropout(dropout)
         self.fc = nn.Linear(d, 2 * d)
         self.norm = nn.LayerNorm(d)
 
@@ -74,8 +75,7 @@ class LockedDropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.empty(x.shape[0], 1, x.shape[2], dtype=x.dtype, device=x.device).bernoulli_(1.0 - self.p)
-        return x * keep / (1.0 - self.p)
+        return x * keep_mask((x.shape[0], 1, x.shape[2]), self.p, x)
 
 
 class LastStepAttention(nn.Module):
@@ -97,7 +97,7 @@ class LastStepAttention(nn.Module):
         self.k = nn.Linear(hidden, hidden, bias=False)   # a key bias shifts all scores equally
         self.v = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, seq: Tensor) -> Tensor:
         s, _, hidden = seq.shape

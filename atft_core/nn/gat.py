@@ -11,6 +11,7 @@ from torch_geometric.nn import GATv2Conv
 
 from atft_core.config import ModelConfig
 from atft_core.graph import EDGE_ATTR_DIM
+from atft_core.nn.dropout import Dropout
 
 EDGE_GEMM_WIDTH = 16
 """Edge attributes are zero-padded to this many columns for the edge projection's GEMM (below)."""
@@ -57,7 +58,7 @@ class GraphBlock(nn.Module):
         if hidden % heads:
             raise ValueError(f"GraphBlock: model.gat_heads={heads} must divide model.hidden_size={hidden}")
         self.layers = nn.ModuleList(_gatv2_layer(hidden, heads, cfg.gat_dropout) for _ in range(cfg.gat_layers))
-        self.dropout = nn.Dropout(cfg.gat_dropout)
+        self.dropout = Dropout(cfg.gat_dropout)
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
         for conv in self.layers:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from atft_core.nn.dropout import Dropout
+
 
 class GroupedLinear(nn.Module):
     """G independent linear maps applied at once. Shapes: x [S, G, d_in] -> [S, G, d_out]."""
@@ -32,7 +34,7 @@ class HorizonHeads(nn.Module):
         super().__init__()
         self.n_horizons, self.n_quantiles = n_horizons, n_quantiles
         self.hidden = nn.Linear(hidden, 2 * n_horizons * hidden)   # point and quantile branches
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.point = GroupedLinear(n_horizons, hidden, 1)
         self.quantile = GroupedLinear(n_horizons, hidden, n_quantiles)
 
