@@ -7,10 +7,12 @@
   mean daily RankIC against the first horizon's target is negative there, it is flipped.
   Validation and test days never influence the choice.
 - Ridge (``model.kind = 'ridge'``): one linear weight vector per horizon on all features of the
-  day (no intercept: features are cross-sectionally normalised and the targets are z-scored
-  per date, so an intercept could not change any ranking), fitted in closed form in float64 on
-  the training days' valid rows, ``w = (X'X + ridge_alpha I)^-1 X'y`` (alpha on the sum of
-  squares, as scikit-learn's Ridge).
+  day, fitted in closed form in float64 on the training days' valid rows,
+  ``w = (X'X + ridge_alpha I)^-1 X'y`` (alpha on the sum of squares, as scikit-learn's Ridge).
+  y is the target normalised per date as ``loss.target_normalization`` says, as for the deep
+  model's point loss: z-score ('cs_zscore', the default), rank-gauss ('cs_rank') or raw ('none').
+  No intercept: features are cross-sectionally normalised, so an intercept would shift every
+  stock of a date alike and could not change any ranking.
 
 Every baseline predicts ``[days, stocks, horizons]`` with NaN where a stock is not valid, and
 round-trips through ``state_dict()`` / ``Baseline.from_state`` (plain tensors and primitives, so
@@ -27,6 +29,7 @@ import torch
 
 from atft_core import metrics
 from atft_core.config import RunConfig
+from atft_core.loss import average_rank
 
 FACTORS: dict[str, tuple[tuple[str, ...], float]] = {
     "reversal_1d": (("feat_ret_1d",), -1.0),
@@ -72,6 +75,8 @@ class Baseline:
             return RidgeBaseline(
                 feature_names=tuple(state["feature_names"]), weights=state["weights"].double(),
                 alpha=float(state["alpha"]), n_rows=tuple(int(n) for n in state["n_rows"]),
+                # checkpoints written before the setting reached the ridge used z-scores
+                target_normalization=str(state.get("target_normalization", "cs_zscore")),
             )
         raise ValueError(f"Baseline.from_state: unknown baseline kind {kind!r}; expected one of {sorted([*FACTORS, RIDGE_KIND])}")
 
@@ -177,6 +182,8 @@ class RidgeBaseline(Baseline):
     alpha: float
     n_rows: tuple[int, ...]
     """Training rows per horizon."""
+    target_normalization: str = "cs_zscore"
+    """How the targets were normalised per date for the fit (loss.target_normalization)."""
 
     kind: str = RIDGE_KIND
 
@@ -193,13 +200,14 @@ class RidgeBaseline(Baseline):
 
     def state_dict(self) -> dict[str, Any]:
         return {"format_version": STATE_VERSION, "kind": RIDGE_KIND, "feature_names": list(self.feature_names),
-                "weights": self.weights.clone(), "alpha": self.alpha, "n_rows": list(self.n_rows)}
+                "weights": self.weights.clone(), "alpha": self.alpha, "n_rows": list(self.n_rows),
+                "target_normalization": self.target_normalization}
 
     def describe(self) -> dict[str, Any]:
         first = self.weights[:, 0]
         top = torch.argsort(first.abs(), descending=True)[:5].tolist()
-        return {"kind": RIDGE_KIND, "alpha": self.alpha, "n_features": len(self.feature_names),
-                "n_rows": list(self.n_rows),
+        return {"kind": RIDGE_KIND, "alpha": self.alpha, "target_normalization": self.target_normalization,
+                "n_features": len(self.feature_names), "n_rows": list(self.n_rows),
                 "top_weights_first_horizon": {self.feature_names[i]: round(float(first[i]), 6) for i in top}}
 
 
@@ -214,7 +222,30 @@ def _cs_zscore(target: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
     return torch.where(std > 0, centered / torch.where(std > 0, std, torch.ones_like(std)), torch.zeros_like(std))
 
 
-def fit_ridge(panel: Any, train_days: np.ndarray, alpha: float) -> RidgeBaseline:
+def _cs_rank_gauss(target: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """Per (day, horizon) Phi^-1((average rank - 0.5) / n) over `ok` cells, 0 elsewhere. [D, N, H]."""
+    out = torch.zeros_like(target)
+    for d in range(target.shape[0]):
+        for h in range(target.shape[2]):
+            sel = ok[d, :, h]
+            n = int(sel.sum())
+            if n:
+                out[d, sel, h] = torch.special.ndtri((average_rank(target[d, sel, h]) - 0.5) / n)
+    return out
+
+
+def _ridge_target(target: torch.Tensor, ok: torch.Tensor, normalization: str) -> torch.Tensor:
+    """The regression target per `loss.target_normalization`, 0 outside `ok`. Shapes: [D, N, H]."""
+    if normalization == "cs_zscore":
+        return _cs_zscore(target, ok)
+    if normalization == "cs_rank":
+        return _cs_rank_gauss(target, ok)
+    if normalization == "none":
+        return torch.where(ok, target, torch.zeros_like(target))
+    raise ValueError(f"ridge baseline: unknown target normalization {normalization!r}")
+
+
+def fit_ridge(panel: Any, train_days: np.ndarray, alpha: float, target_normalization: str = "cs_zscore") -> RidgeBaseline:
     """Closed-form ridge per horizon on the training days' valid rows (float64)."""
     n_f, n_h = panel.features.shape[2], panel.targets.shape[2]
     xtx = torch.zeros(n_h, n_f, n_f, dtype=torch.float64)
@@ -229,7 +260,7 @@ def fit_ridge(panel: Any, train_days: np.ndarray, alpha: float) -> RidgeBaseline
         okf = ok.double()
         x = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
         xtx += torch.einsum("dnf,dnh,dng->hfg", x, okf, x)
-        xty += torch.einsum("dnf,dnh->hf", x, _cs_zscore(target, ok) * okf)
+        xty += torch.einsum("dnf,dnh->hf", x, _ridge_target(target, ok, target_normalization) * okf)
         rows += okf.sum((0, 1))
     if (rows == 0).any():
         raise ValueError(f"ridge baseline: no training rows with a known target for horizon(s) "
@@ -240,7 +271,7 @@ def fit_ridge(panel: Any, train_days: np.ndarray, alpha: float) -> RidgeBaseline
     except RuntimeError as exc:  # singular X'X with alpha = 0
         raise ValueError(f"ridge baseline: the normal equations are singular ({exc}); set model.ridge_alpha > 0") from exc
     return RidgeBaseline(feature_names=tuple(panel.feature_names), weights=weights, alpha=float(alpha),
-                         n_rows=tuple(int(n) for n in rows.tolist()))
+                         n_rows=tuple(int(n) for n in rows.tolist()), target_normalization=target_normalization)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +291,7 @@ def fit_baseline(cfg: RunConfig, panel: Any, train_days: np.ndarray) -> Baseline
     if kind in FACTORS:
         return fit_factor(kind, panel, days)
     if kind == RIDGE_KIND:
-        return fit_ridge(panel, days, cfg.model.ridge_alpha)
+        return fit_ridge(panel, days, cfg.model.ridge_alpha, cfg.loss.target_normalization)
     raise ValueError(f"fit_baseline: model.kind={kind!r} is not a baseline; baselines are {', '.join([*FACTORS, RIDGE_KIND])}")
 
 

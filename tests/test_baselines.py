@@ -122,6 +122,34 @@ def test_ridge_recovers_planted_weights():
     assert pred.shape == (5, n, 2) and np.isnan(pred[:, :10]).all()
 
 
+@pytest.mark.parametrize("normalization", ["cs_zscore", "cs_rank", "none"])
+def test_ridge_fits_the_target_normalization_of_the_config(normalization):
+    """The ridge regresses on the loss's per-date target (z-score, rank-gauss or raw): the weights
+    equal a numpy reference fit on that target, and the setting is kept in the state."""
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+    panel = _regime_panel(seed=3)
+    days, alpha = np.arange(30), 10.0
+    fitted = fit_baseline(_cfg("ridge", **{"model.ridge_alpha": alpha, "loss.target_normalization": normalization}),
+                          panel, days)
+    x, y, ok = panel.features.double().numpy(), panel.targets.double().numpy()[..., 0], panel.valid.numpy()
+    xs, ys = [], []
+    for d in days:
+        v = y[d, ok[d]]
+        if normalization == "cs_zscore":
+            v = (v - v.mean()) / v.std()
+        elif normalization == "cs_rank":
+            v = ndtri((rankdata(v) - 0.5) / v.size)
+        xs.append(x[d, ok[d]])
+        ys.append(v)
+    a, b = np.concatenate(xs), np.concatenate(ys)
+    reference = np.linalg.solve(a.T @ a + alpha * np.eye(a.shape[1]), a.T @ b)
+    np.testing.assert_allclose(fitted.weights[:, 0].numpy(), reference, rtol=1e-4, atol=1e-8)
+    state = fitted.state_dict()
+    assert state["target_normalization"] == normalization == fitted.describe()["target_normalization"]
+    assert Baseline.from_state(state).target_normalization == normalization
+
+
 def test_ridge_alpha_shrinks_weights():
     panel = _regime_panel()
     small = fit_baseline(_cfg("ridge", **{"model.ridge_alpha": 0.0}), panel, np.arange(30))
