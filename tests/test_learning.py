@@ -7,16 +7,18 @@ So the graph here is the correlation top-k with k = the number of partners and n
 (the demo's sectors are not where the signal travels).
 
 Observed on this 2-core machine (120 stocks x 400 days, hidden 16, lookback 10, 1-day horizon,
-phases 1,0,3,0, one trading day per step; data seed = training seed), best validation RankIC:
+phases 1,0,3,0, one trading day per step; data seed = training seed), best validation RankIC,
+rerun 2026-11-26 after the dropout masks changed to `uniform >= p` (atft_core/nn/dropout.py):
 
     seed      0      1      2      3      4      5
-    GAT on    0.107  0.094  0.134  0.082  0.097  0.123
-    GAT off   0.037  0.047  0.068  0.027  0.017  0.029
-    margin    0.070  0.048  0.066  0.054  0.081  0.094
+    GAT on    0.105  0.090  0.133  0.085  0.080  0.112
+    GAT off   0.041  0.031  0.081  0.028  0.019  0.030
+    margin    0.065  0.059  0.052  0.057  0.061  0.083
 
-The test split agreed on every seed (GAT on ahead by 0.035 to 0.095). One validation RankIC over
+The test split agreed on every seed (GAT on ahead by 0.027 to 0.089). One validation RankIC over
 ~60 days has a standard error of about 0.012, so a margin of 0.025 is about 1.5 standard errors of
-a difference and half the smallest margin seen. Rerun the per-seed comparison when the model
+a difference and half the smallest margin seen. The gate alpha moved by 0.001-0.005 from 0.5 at
+some epoch of every GAT-on run. Rerun the per-seed comparison when the model
 changes, and move the numbers here and GAT_MARGIN with it.
 """
 
@@ -33,7 +35,7 @@ from atft_core.train import run_training
 
 SEED = 3
 GAT_MARGIN = 0.025
-"""Best val RankIC of GAT on minus GAT off must exceed this (observed 0.048 to 0.094, above)."""
+"""Best val RankIC of GAT on minus GAT off must exceed this (observed 0.052 to 0.083, above)."""
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,9 @@ def test_full_model_learns_the_planted_signal(gat_on):
     assert gat_on("test/rank_ic")[0] > 0.0
     assert all(v > 0 for v in gat_on("gat/grad_norm")[1:])  # GAT trains from phase 2 on
     alphas = gat_on("gat/alpha")
-    assert alphas[0] == pytest.approx(0.5) and abs(alphas[-1] - alphas[0]) > 1e-3
+    # The gate starts at 0.5 and moves: by 0.001-0.005 at some epoch here (float32 noise is ~1e-7);
+    # it oscillates, so the largest move is asserted, not the last.
+    assert alphas[0] == pytest.approx(0.5) and max(abs(a - alphas[0]) for a in alphas) > 5e-4
 
 
 def test_gat_beats_the_same_model_without_it(learning_demo, gat_on, tmp_path):
