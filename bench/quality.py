@@ -451,7 +451,8 @@ def _resolved_facts(saved: dict) -> dict[str, Any]:
             "n_params": resolved.get("n_params"), "purge_days": cfg.get("data", {}).get("purge_days"),
             "embargo_days": cfg.get("data", {}).get("embargo_days"), "horizons": cfg.get("data", {}).get("horizons"),
             "data_start": cfg.get("data", {}).get("start"), "hidden_size": model.get("hidden_size"),
-            "phase_epochs": train.get("phase_epochs"), "mode": train.get("mode")}
+            "phase_epochs": train.get("phase_epochs"), "mode": train.get("mode"),
+            "precision": cfg.get("runtime", {}).get("precision"), "num_threads": cfg.get("runtime", {}).get("num_threads")}
 
 
 def align_daily(records: list[dict]) -> list[str]:
@@ -501,7 +502,8 @@ def cuts_text(records: list[dict], profile: str) -> str:
              f"{','.join(map(str, full))})",
              f"hidden {default.get('hidden_size')} for the default rows, {large.get('hidden_size', 'n/a')} for the large ablation",
              f"{sum(r['group'] == 'default' for r in records)} seed(s) of the default config; ablations and lag-1 rows one seed",
-             f"train.mode={default.get('mode')}"]
+             f"train.mode={default.get('mode')} (resolved precision {default.get('precision')}, "
+             f"{default.get('num_threads')} thread(s) per run)"]
     return "; ".join(parts) + "."
 
 
