@@ -29,7 +29,7 @@ import torch
 
 from atft_core import metrics
 from atft_core.config import RunConfig
-from atft_core.loss import average_rank
+from atft_core.loss import rank_gauss
 
 FACTORS: dict[str, tuple[tuple[str, ...], float]] = {
     "reversal_1d": (("feat_ret_1d",), -1.0),
@@ -228,9 +228,8 @@ def _cs_rank_gauss(target: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
     for d in range(target.shape[0]):
         for h in range(target.shape[2]):
             sel = ok[d, :, h]
-            n = int(sel.sum())
-            if n:
-                out[d, sel, h] = torch.special.ndtri((average_rank(target[d, sel, h]) - 0.5) / n)
+            if sel.any():
+                out[d, sel, h] = rank_gauss(target[d, sel, h])
     return out
 
 

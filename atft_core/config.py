@@ -474,8 +474,8 @@ def resolve(cfg: RunConfig, *, cuda_available: bool, cpu_count: int, cpu_bf16: b
         raise ConfigError("runtime.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
     precision = r.precision
     if precision == "auto":
-        # bf16 autocast pays off on CUDA and on CPUs with bf16 instructions (docs/benchmarks.md:
-        # ~1.3x on the GAT phases here); safe mode stays fp32 and deterministic.
+        # bf16 autocast pays off on CUDA and on CPUs with bf16 instructions (bench_model here:
+        # 1.2x per step without the GAT, 1.1x with it); safe mode stays fp32 and deterministic.
         precision = "bf16" if t.mode == "optimized" and (on_cuda or cpu_bf16) else "fp32"
     threads = r.num_threads or (1 if t.mode == "safe" else max(1, cpu_count))
     days_per_step = t.days_per_step or (1 if t.mode == "safe" else 8)

@@ -97,8 +97,7 @@ def _day_rank_gauss(x: Tensor, m: Tensor, day: Tensor, n_days: int) -> Tensor:
         for h in range(x.shape[1]):
             sel = rows[m[rows, h]]
             if sel.numel():
-                u = (average_rank(x[sel, h].double()) - 0.5) / sel.numel()
-                out[sel, h] = torch.special.ndtri(u).to(x.dtype)
+                out[sel, h] = rank_gauss(x[sel, h].double()).to(x.dtype)
     return out
 
 
@@ -168,6 +167,11 @@ def average_rank(y: Tensor) -> Tensor:
     below = torch.searchsorted(ordered, y, right=False)
     upto = torch.searchsorted(ordered, y, right=True)
     return (below + upto + 1).to(y.dtype) / 2.0
+
+
+def rank_gauss(y: Tensor) -> Tensor:
+    """Phi^-1((average rank - 0.5) / n) of a 1-D tensor: its order, with normal-shaped values."""
+    return torch.special.ndtri((average_rank(y) - 0.5) / y.numel())
 
 
 def _pearson_1d(x: Tensor, y: Tensor) -> Tensor:
