@@ -85,7 +85,8 @@ def make_inputs(args: argparse.Namespace, cfg):
     return batch
 
 
-def time_graph(args: argparse.Namespace, cfg, reps: int = 10) -> float:
+def time_graph(args: argparse.Namespace, cfg, reps: int = 10) -> list[float]:
+    """Seconds of each of `reps` day-graph builds (after one warm-up)."""
     import torch
     from atft_core.graph import build_graph
     n = args.stocks
@@ -94,10 +95,12 @@ def time_graph(args: argparse.Namespace, cfg, reps: int = 10) -> float:
                for _ in range(reps + 1)]
     valid = torch.ones(n, dtype=torch.bool)
     build_graph(returns[0], valid, sectors, cfg)
-    t0 = time.perf_counter()
+    times = []
     for r in returns[1:]:
+        t0 = time.perf_counter()
         build_graph(r, valid, sectors, cfg)
-    return (time.perf_counter() - t0) / reps
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def time_batching(args: argparse.Namespace, cfg, n_days: int = 120) -> float:
@@ -160,8 +163,10 @@ def run_child(args: argparse.Namespace) -> None:
     print(f"== allocator: {'tuned (MALLOC_*_THRESHOLD_=1e9)' if tuned else 'glibc default'}")
     print(machine_line(args.threads))
     base = ModelConfig(graph_top_k=args.graph_top_k, graph_corr_window=args.graph_window)
+    graph = [1e3 * t for t in time_graph(args, base)]
     print(f"graph build ({args.stocks} stocks, window {args.graph_window}, top-k {args.graph_top_k}, "
-          f"sector edges {base.graph_max_sector_edges}): {1e3 * time_graph(args, base):.1f} ms/day")
+          f"sector edges {base.graph_max_sector_edges}): {statistics.median(graph):.1f} ms/day "
+          f"(min / max {min(graph):.1f} / {max(graph):.1f}, n={len(graph)})")
     print(f"make_day_batch ({args.days} days, graphs cached): {1e3 * time_batching(args, base):.1f} ms/batch")
     batch = make_inputs(args, base)
     rows = batch.n_rows
