@@ -8,7 +8,10 @@ for it; on the real-data graph here (943 stocks x 8 days, ~28 edges per stock) i
 (docs/benchmarks.md). These are the settings of the environment variables
 ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``, applied at run time with ``mallopt`` so
 that every entry point gets them (the CLI, the app's launcher, the benches), not only a process
-started with that environment. The cost: freed memory stays with the process until it exits.
+started with that environment. The cost: freed memory stays with the process until it exits,
+so the peak RSS is higher. A real-data run at hidden 256 (phases 0 and 2, 400 days, 2 threads)
+peaked at 10.4 GiB with these settings against 6.2 GiB without, and its GAT epoch took 100 s
+against 195 s, with identical metrics (docs/benchmarks.md).
 """
 
 from __future__ import annotations
