@@ -155,6 +155,9 @@ class TrainConfig:
     """Weight decay of the optimiser."""
     grad_clip: float = 1.0
     """Max global gradient norm; 0 disables clipping."""
+    ema_decay: float = 0.0
+    """0 = off; else validate, keep as best and predict with an exponential moving average of the
+    weights, updated after every optimiser step with this decay (atft_core/ema.py)."""
     schedule: str = "cosine"
     """Learning-rate schedule within each phase: 'cosine', 'constant' or 'step'."""
     step_gamma: float = 0.5
@@ -433,6 +436,7 @@ def _problems(cfg: RunConfig) -> list[str]:  # noqa: C901 - a flat list of rules
     need(t.lr > 0.0, "train.lr: must be > 0")
     need(t.weight_decay >= 0.0, "train.weight_decay: must be >= 0")
     need(t.grad_clip >= 0.0, "train.grad_clip: must be >= 0 (0 disables clipping)")
+    need(0.0 <= t.ema_decay < 1.0, "train.ema_decay: must be in [0, 1) (0 disables the weight average)")
     need(t.schedule in ("cosine", "constant", "step"), f"train.schedule: 'cosine', 'constant' or 'step', got {t.schedule!r}")
     need(0.0 < t.step_gamma <= 1.0, "train.step_gamma: must be in (0, 1]")
     for name in ("phase_epochs", "phase_lr_scale", "phase_rank_loss_scale"):

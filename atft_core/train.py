@@ -40,6 +40,7 @@ from atft_core.checkpoint import load_checkpoint, save_checkpoint
 from atft_core.config import PHASE_NAMES, ConfigError, RunConfig, build_config, parse_overrides
 from atft_core.data.panel import Panel, load_panel
 from atft_core.data.splits import make_splits
+from atft_core.ema import WeightAverage
 from atft_core.graph import GraphCache
 from atft_core.inference import ModelPredictor, eligible_days, evaluate, targets_for
 from atft_core.loss import compute_loss
@@ -235,9 +236,12 @@ class Trainer:
         self.is_deep = cfg.model.kind == "atft_gat_fan"
         self.model: ATFTGATFAN | None = None
         self.graphs: GraphCache | None = None
+        self.average: WeightAverage | None = None
         if self.is_deep:
             self.model = ATFTGATFAN(cfg.model, len(self.panel.feature_names), len(cfg.data.horizons)).to(self.device)
             self.optimizer = _make_optimizer(cfg, self.model)
+            if cfg.train.ema_decay > 0:
+                self.average = WeightAverage(self.model, cfg.train.ema_decay)
             if cfg.model.use_gat:
                 self.graphs = GraphCache(self.panel.returns, self.panel.valid, self.panel.sectors, cfg.model, self.device)
         # FAN's per-step inputs depend on the data only: computed once here, not every step.
@@ -291,7 +295,14 @@ class Trainer:
             "feature_names": list(self.panel.feature_names), "phase": phase, "progress": self.progress.to_dict(),
         }
         if self.model is not None:
-            payload["model"] = self.model.state_dict()
+            # "model" holds the weights that were evaluated (the average when train.ema_decay > 0),
+            # which is what best.pt's readers load; the raw weights are kept for resuming.
+            if self.average is not None:
+                payload["model"] = self.average.averaged_state_dict(self.model)
+                payload["raw_model"] = self.model.state_dict()
+                payload["average_updates"] = self.average.updates
+            else:
+                payload["model"] = self.model.state_dict()
             payload["optimizer"] = self.optimizer.state_dict()
         else:
             payload["baseline"] = self.baseline.state_dict()
@@ -302,8 +313,13 @@ class Trainer:
         state = load_checkpoint(self.files.last_checkpoint, map_location=self.device)
         self.progress = Progress.from_dict(state["progress"])
         if self.model is not None:
-            self.model.load_state_dict(state["model"])
+            self.model.load_state_dict(state.get("raw_model", state["model"]))
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.average is not None:
+                if "raw_model" not in state:
+                    raise TrainingFailed(f"{self.files.last_checkpoint} was saved without a weight average; "
+                                         "resume it with its own settings (train.ema_decay=0)")
+                self.average.load(state["model"], int(state["average_updates"]))
         _truncate_metrics(self.files.metrics, self.progress.epoch)
         log.info("resumed from %s at epoch %d (step %d)", self.files.last_checkpoint, self.progress.epoch, self.progress.step)
         return int(state["phase"])
@@ -349,6 +365,8 @@ class Trainer:
             if cfg.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update(model)
             self.progress.step += 1
             rows += int(batch.day.numel())
             for key, value in terms.items():
@@ -385,7 +403,8 @@ class Trainer:
 
         predictor = ModelPredictor(self.model, self.panel, cfg, *self.phase_inputs(phase), self.device,
                                    self.autocast)
-        pred = predictor(self.val_days, on_batch=add_loss)
+        with self.average.applied(self.model) if self.average is not None else contextlib.nullcontext():
+            pred = predictor(self.val_days, on_batch=add_loss)
         values = evaluate(pred, targets_for(self.panel, self.val_days), cfg.data.horizons, "val")
         values["val/loss"] = float(np.mean(losses)) if losses else None
         return values

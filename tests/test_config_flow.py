@@ -344,6 +344,7 @@ PROBES: dict[str, tuple] = {
     "train.lr": (1e-2, _key(_epoch_obs, "lr", "params")),
     "train.weight_decay": (0.5, _PARAMS),
     "train.grad_clip": (1e-3, _PARAMS, {"train.optimizer": "sgd"}),
+    "train.ema_decay": (0.5, _key(_epoch_obs, "val/loss")),   # validation reads the averaged weights
     "train.schedule": ("constant", _LR),
     "train.step_gamma": (0.25, _key(_epoch_obs, "lr", epoch_in_phase=1), {"train.schedule": "step"}),
     "train.phase_epochs": ((2, 1, 1, 0), _LR),
