@@ -70,6 +70,8 @@ ABLATION_CS_IC_WEIGHT = 0.3
 SMOKE_STOCKS, SMOKE_DAYS = 40, 300
 FINAL_STATES_OK = ("completed", "early_stopped")
 COMMAND_FILE = "quality_command.txt"
+HEADROOM_ROWS = 5
+"""Single input features listed in the headroom section (the best on the test year, in hindsight)."""
 """Written into each row's run folder: the bench/quality.py command that trained it."""
 
 
@@ -455,6 +457,43 @@ def _resolved_facts(saved: dict) -> dict[str, Any]:
             "precision": cfg.get("runtime", {}).get("precision"), "num_threads": cfg.get("runtime", {}).get("num_threads")}
 
 
+def headroom(dataset: Path, base_run: Path, axis: list[str], horizon: int = 1) -> list[dict]:
+    """Every input feature as a one-line factor, on the best baseline's own validation and test rows.
+
+    Read after every choice and never fed back: it says how far any single input could have
+    gone on the test year. Returned: the HEADROOM_ROWS best features with the sign that is best
+    on the test year (an upper bound for single-input factors), plus the best feature and sign
+    chosen on validation (what an honest single-factor pick would have been), each with
+    ``feature, sign, picked_by, val_rank_ic, test_rank_ic`` and ``rank_ic`` (daily test
+    RankIC aligned with `axis`).
+    """
+    frame = load_predictions(RunFiles(base_run).predictions).drop(pl.selectors.starts_with("pred_"))
+    names = [n for n in pl.read_parquet_schema(dataset) if n.startswith("feat_")]
+    joined = frame.join(pl.read_parquet(dataset, columns=["Date", "Code", *names]), on=["Date", "Code"], how="left")
+    position = {d: i for i, d in enumerate(axis)}
+    scored = []
+    for name in names:
+        series = {}
+        for split in ("val", "test"):
+            dates, pred, target, mask = to_arrays(joined.with_columns(pl.col(name).alias(f"pred_{horizon}d")), split, horizon)
+            # A date on which the feature is constant (a 0/1 flag) ranks nothing: RankIC 0, not missing.
+            series[split] = (dates, np.nan_to_num(metrics.daily_rank_ic(pred, target, mask)))
+        val, test = (float(series[k][1].mean()) if len(series[k][1]) else 0.0 for k in ("val", "test"))
+        scored.append((name, val, test, series["test"]))
+
+    def entry(name: str, sign: int, picked_by: str, val: float, test: float, daily_test: tuple) -> dict:
+        aligned = [None] * len(axis)
+        for d, v in zip(daily_test[0], _clean(sign * daily_test[1])):
+            aligned[position[str(d)]] = v
+        return {"feature": name, "sign": sign, "picked_by": picked_by, "val_rank_ic": round(sign * val, 6),
+                "test_rank_ic": round(sign * test, 6), "rank_ic": aligned}
+
+    best_test = sorted(scored, key=lambda x: -abs(x[2]))[:HEADROOM_ROWS]
+    out = [entry(n, 1 if t >= 0 else -1, "test (hindsight)", v, t, d) for n, v, t, d in best_test]
+    n, v, t, d = max(scored, key=lambda x: abs(x[1]))
+    return out + [entry(n, 1 if v >= 0 else -1, "validation", v, t, d)]
+
+
 def align_daily(records: list[dict]) -> list[str]:
     """Put every row's daily test series on one shared date axis (in place); returns the axis."""
     axis = sorted({d for r in records for series in r["daily"].values() for d in series["dates"]})
@@ -540,6 +579,8 @@ def collect(s: Settings, clock: Clock, load_before: tuple, reused: list[str]) ->
             missing.append(f"{row.name}: {state or 'not run'}")
     clock.say(f"collected {len(records)} rows ({len(missing)} without results)")
     axis = align_daily(records)
+    base = report.best_baseline(records)
+    room = headroom(s.dataset, s.runs_dir / base["name"], axis) if base else []
     return {"generated": dt.datetime.now().isoformat(timespec="seconds"),
             "command": s.command, "machine": machine_facts(load_before),
             "protocol": protocol_facts(s, records),
@@ -548,7 +589,7 @@ def collect(s: Settings, clock: Clock, load_before: tuple, reused: list[str]) ->
             "rows_run_seconds": sum(r["run_seconds"] or 0.0 for r in records),
             "devices": sorted({f"{r['resolved'].get('device')} ({r['resolved'].get('device_name')})" for r in records}),
             "wall_seconds": clock.elapsed(), "reused": reused, "missing": missing,
-            "test_dates": axis, "rows": records}
+            "test_dates": axis, "rows": records, "headroom": room}
 
 
 def write_report(results: dict[str, Any], out: Path, clock: Clock) -> Path:

@@ -193,6 +193,36 @@ def table(rows: list[dict], horizon: str, lag: int) -> list[str]:
     return lines
 
 
+def headroom_lines(results: dict[str, Any]) -> list[str]:
+    """Single input features as factors against the best baseline (results['headroom'])."""
+    room, base = results.get("headroom") or [], best_baseline(results["rows"])
+    if not room or base is None:
+        return []
+    base_ric = metric(base, "test", "rank_ic")
+    lines = [
+        "## Headroom: single inputs as one-line factors", "",
+        "Every input feature used as a factor on its own (sign as stated), scored on the best baseline's "
+        "validation and test rows (1-day horizon, lag 0). It is computed after the rows are trained and "
+        "feeds back into nothing: the rows picked by the test year are an upper bound on what any single "
+        "input could have reached there, in hindsight; the row picked by validation is the honest "
+        "single-factor choice.", "",
+        "| input factor | picked by | valid RankIC | test RankIC | x best baseline (test) | t vs best (test RankIC) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e in room:
+        ratio = f"{e['test_rank_ic'] / base_ric:.2f}x" if base_ric else "n/a"
+        name = ("-" if e["sign"] < 0 else "") + e["feature"].removeprefix("feat_")
+        lines.append(f"| {name} | {e['picked_by']} | {_fmt(e['val_rank_ic'], 4)} | {_fmt(e['test_rank_ic'], 4)} "
+                     f"| {ratio} | {_t_cell(e['rank_ic'], base, VERDICT_HORIZON)} |")
+    top = room[0]
+    t, _ = t_against(top["rank_ic"], base, VERDICT_HORIZON)
+    reach = "would" if base_ric and top["test_rank_ic"] >= TARGET_RATIO * base_ric and t is not None and t >= TARGET_T \
+        else "would not"
+    lines += ["", f"The best single input on the test year, picked on the test year itself, {reach} meet the "
+              f"target (>= {TARGET_RATIO}x and t >= {TARGET_T}).", ""]
+    return lines
+
+
 def verdict_lines(v: dict[str, Any]) -> list[str]:
     """The plain-language verdict paragraph."""
     if v["met"] is None:
@@ -272,6 +302,7 @@ def render_markdown(results: dict[str, Any], plot_dir: str) -> str:
             lines += [f"## {horizon}-day horizon, execution lag {lag}", "",
                       f"Best baseline (validation RankIC 1d): `{base['name'] if base else 'n/a'}`.", ""]
             lines += table(rows, horizon, lag) + [""]
+    lines += headroom_lines(results)
     missing = results.get("missing", [])
     if missing:
         lines += ["## Rows without results", "", *[f"- {m}" for m in missing], ""]

@@ -87,7 +87,7 @@ def test_smoke_report_end_to_end(tmp_path):
     assert quality.main(argv) == 0
     page = (out / "quality.md").read_text()
     assert "| baseline reversal_1d |" in page and "| default, seed 0 |" in page
-    assert "t vs best (test RankIC)" in page
+    assert "t vs best (test RankIC)" in page and "## Headroom: single inputs" in page
     assert "**Target met.**" in page or "**Target not met.**" in page
     for name in report.PLOTS:
         png = out / "quality" / name
@@ -99,3 +99,31 @@ def test_smoke_report_end_to_end(tmp_path):
     again = json.loads((out / "quality" / "results.json").read_text())
     assert sorted(again["reused"]) == ["base-reversal_1d", "default-s0"]
     assert again["rows"] == results["rows"]
+
+
+def test_headroom_scores_each_input_as_a_factor_on_the_baselines_rows(tmp_path):
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(0)
+    dates = [f"2024-01-{d:02d}" for d in range(1, 11)]
+    rows = [(d, f"{c:04d}", rng.normal()) for d in dates for c in range(30)]
+    frame = pl.DataFrame(rows, schema=["Date", "Code", "target_1d"], orient="row").with_columns(
+        pl.col("Date").str.to_date()).with_columns(pl.when(pl.col("Date") < pl.date(2024, 1, 6)).then(pl.lit("val"))
+        .otherwise(pl.lit("test")).alias("split"), pl.lit(0.0).alias("pred_1d"))
+    run = tmp_path / "base-reversal_1d"
+    run.mkdir()
+    frame.write_parquet(run / "predictions.parquet")
+    dataset = tmp_path / "dataset.parquet"
+    frame.select("Date", "Code", (-pl.col("target_1d")).alias("feat_minus_target"),
+                 pl.lit(1.0).alias("feat_flag"), pl.Series("feat_noise", rng.normal(size=frame.height))
+                 ).write_parquet(dataset)
+    axis = dates[5:]
+    room = quality.headroom(dataset, run, axis)
+    best = room[0]
+    assert best["feature"] == "feat_minus_target" and best["sign"] == -1 and best["picked_by"] == "test (hindsight)"
+    assert best["test_rank_ic"] == pytest.approx(1.0) and best["val_rank_ic"] == pytest.approx(1.0)
+    assert best["rank_ic"] == pytest.approx([1.0] * 5)
+    flag = next(e for e in room if e["feature"] == "feat_flag")
+    assert flag["test_rank_ic"] == 0.0                      # a constant input ranks nothing
+    assert room[-1]["picked_by"] == "validation" and room[-1]["feature"] == "feat_minus_target"
