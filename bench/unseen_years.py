@@ -1,7 +1,8 @@
 """Score finished runs on the years *before* their training window: more unseen days than validation.
 
     python bench/unseen_years.py runs/quality/default-s0 runs/quality/abl-hidden_large
-    python bench/unseen_years.py --dataset runs/quality/dataset.parquet --cache runs/unseen runs/sweep/*
+    python bench/unseen_years.py --factors feat_close_loc,feat_ret_1d runs/quality/default-s0
+    python bench/unseen_years.py --ensemble runs/quality/default-s0 runs/quality/default-s1 runs/quality/default-s2
 
 A deep row of the quality report trains on its last 400 training days (2021-04..2022-12), so the
 five years before them are labelled data it never saw: about 1,200 days against validation's
@@ -20,6 +21,7 @@ import argparse
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -37,8 +39,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("runs", nargs="+", help="finished run folders")
     ap.add_argument("--dataset", default="", help="model-ready parquet (default: each run's data.path)")
     ap.add_argument("--cache", default="runs/unseen", help="folder for the all-dates predictions of each run")
+    ap.add_argument("--ensemble", action="store_true", help="also score the per-date mean of the runs' "
+                    "z-scored predictions (a seed ensemble)")
     ap.add_argument("--factors", default="", help="comma-separated feature columns to score too, as minus the "
-                    "feature (a reversal), on the first run's rows and days, e.g. feat_close_loc,feat_ret_1d")
+                    "feature (a reversal), on the first run's (and the ensemble's) rows and days, with the paired t "
+                    "of the run minus the factor, e.g. feat_close_loc,feat_ret_1d")
     return ap.parse_args(argv)
 
 
@@ -61,8 +66,9 @@ def daily_rank_ic(frame: pl.DataFrame, horizon: int) -> pl.DataFrame:
                         nan_to_null=True).drop_nulls().with_columns(pl.col("Date").dt.year().alias("year"))
 
 
-def summarize(run: Path, dataset: Path, cache: Path, factors: tuple[str, ...] = ()) -> str:
-    """The run's line, then one per factor (minus the feature, on the run's own rows and days)."""
+def scored_frame(run: Path, dataset: Path, cache: Path) -> tuple[pl.DataFrame, int, Any, pl.Series]:
+    """(the run's predictions up to the end of validation, horizon, end of the unseen past or None,
+    validation dates); the all-dates predictions are cached under `cache`."""
     start, gap = segment_starts(run)
     val_dates = validation_dates(run)
     out = cache / f"{run.resolve().parent.name}-{run.name}.parquet"
@@ -76,15 +82,57 @@ def summarize(run: Path, dataset: Path, cache: Path, factors: tuple[str, ...] = 
     past_end = None   # a day's label ends at least purge days later: leave purge + embargo days before the window
     if start and (cutoff := calendar.search_sorted(dt.date.fromisoformat(start)) - gap) > 0:
         past_end = calendar[cutoff]
-    lines = [_line(str(run), daily_rank_ic(frame, horizon), past_end, val_dates)]
-    if factors:
-        target = f"target_{horizon}d"
-        inputs = frame.select("Date", "Code").join(pl.read_parquet(dataset, columns=["Date", "Code", target, *factors]),
-                                                   on=["Date", "Code"], how="left")
-        for name in factors:
-            as_pred = inputs.select("Date", "Code", (-pl.col(name)).alias(f"pred_{horizon}d"), target)
-            lines.append(_line(f"  -{name} (factor)", daily_rank_ic(as_pred, horizon), past_end, val_dates))
-    return "\n".join(lines)
+    return frame, horizon, past_end, val_dates
+
+
+def summarize(run: Path, dataset: Path, cache: Path, factors: tuple[str, ...] = ()) -> str:
+    """The run's line, then one per factor (minus the feature, on the run's own rows and days)."""
+    frame, horizon, past_end, val_dates = scored_frame(run, dataset, cache)
+    daily = daily_rank_ic(frame, horizon)
+    return "\n".join([_line(str(run), daily, past_end, val_dates),
+                      *factor_lines(daily, frame, dataset, horizon, factors, past_end, val_dates)])
+
+
+def factor_lines(daily: pl.DataFrame, frame: pl.DataFrame, dataset: Path, horizon: int, factors: tuple[str, ...],
+                 past_end, val_dates: pl.Series) -> list[str]:
+    """One line per factor (minus the feature) on `frame`'s rows, with the paired t of `daily` against it."""
+    if not factors:
+        return []
+    target = f"target_{horizon}d"
+    inputs = frame.select("Date", "Code").join(pl.read_parquet(dataset, columns=["Date", "Code", target, *factors]),
+                                               on=["Date", "Code"], how="left")
+    lines = []
+    for name in factors:
+        factor_daily = daily_rank_ic(inputs.select("Date", "Code", (-pl.col(name)).alias(f"pred_{horizon}d"), target), horizon)
+        lines.append(_line(f"  -{name} (factor)", factor_daily, past_end, val_dates)
+                     + f"  | run minus factor on the unseen past: paired t {_paired_t(daily, factor_daily, past_end)}")
+    return lines
+
+
+def _paired_t(a: pl.DataFrame, b: pl.DataFrame, past_end) -> str:
+    """Paired t of a's daily RankIC minus b's over the unseen-past dates both have."""
+    if past_end is None:
+        return "n/a"
+    both = a.join(b, on="Date", suffix="_b").filter(pl.col("Date") < past_end)
+    d = (both["rank_ic"] - both["rank_ic_b"]).to_numpy()
+    return "n/a" if len(d) < 2 or d.std(ddof=1) == 0 else f"{d.mean() / (d.std(ddof=1) / np.sqrt(len(d))):.2f}"
+
+
+def ensemble(runs: list[Path], datasets: list[Path], cache: Path, factors: tuple[str, ...] = ()) -> str:
+    """The per-date mean of the runs' z-scored predictions (runs with the same windows), then factors."""
+    frames = [scored_frame(run, dataset, cache) for run, dataset in zip(runs, datasets)]
+    _, horizon, past_end, val_dates = frames[0]
+    if any((h, p) != (horizon, past_end) or not v.equals(val_dates) for _, h, p, v in frames[1:]):
+        raise SystemExit("--ensemble: the runs differ in horizon, training window or validation days")
+    pred, target = f"pred_{horizon}d", f"target_{horizon}d"
+    z = ((pl.col(pred) - pl.col(pred).mean().over("Date")) / pl.col(pred).std().over("Date"))
+    joined = frames[0][0].select("Date", "Code", target, z.alias("z0"))
+    for i, (frame, *_) in enumerate(frames[1:], start=1):
+        joined = joined.join(frame.select("Date", "Code", z.alias(f"z{i}")), on=["Date", "Code"])
+    mean = joined.select("Date", "Code", target, pl.mean_horizontal(f"z{i}" for i in range(len(frames))).alias(pred))
+    daily = daily_rank_ic(mean, horizon)
+    return "\n".join([_line(f"ensemble of {len(frames)} runs", daily, past_end, val_dates),
+                      *factor_lines(daily, mean, datasets[0], horizon, factors, past_end, val_dates)])
 
 
 def _line(label: str, daily: pl.DataFrame, past_end, val_dates: pl.Series) -> str:
@@ -104,11 +152,13 @@ def _mean_se(x: np.ndarray) -> str:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     factors = tuple(f for f in args.factors.split(",") if f)
-    for i, name in enumerate(args.runs):
-        run = Path(name)
-        cfg = (read_json(RunFiles(run).config) or {}).get("config", {})
-        dataset = Path(args.dataset or cfg.get("data", {}).get("path", ""))
+    runs = [Path(name) for name in args.runs]
+    datasets = [Path(args.dataset or (read_json(RunFiles(run).config) or {}).get("config", {}).get("data", {}).get("path", ""))
+                for run in runs]
+    for i, (run, dataset) in enumerate(zip(runs, datasets)):
         print(summarize(run, dataset, Path(args.cache), factors if i == 0 else ()), flush=True)
+    if args.ensemble:
+        print(ensemble(runs, datasets, Path(args.cache), factors), flush=True)
     return 0
 
 

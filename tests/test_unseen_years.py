@@ -33,4 +33,10 @@ def test_unseen_past_ends_before_the_training_window_and_nothing_after_validatio
     years = [int(part.split(":")[0]) for part in line.split("|")[1].split()]
     assert max(years) <= val_end.year
     # the factor line is scored on the same unseen days
-    assert factor.startswith("  -feat_ret_1d (factor)") and f"({past_days} d)" in factor
+    assert factor.startswith("  -feat_ret_1d (factor)") and f"({past_days} d)" in factor and "paired t " in factor
+    assert "paired t n/a" not in factor
+    # a seed ensemble of two runs is scored on the same days
+    other = tmp_path / "runs" / "late-start-s1"
+    assert run_training(cfg.replace(**{"runtime.seed": 1}), other) == "completed"
+    both = unseen_years.ensemble([run, other], [demo_dataset, demo_dataset], tmp_path / "cache")
+    assert both.startswith("ensemble of 2 runs") and f"({past_days} d)" in both
