@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -42,6 +43,15 @@ MEMORY_WARN_FRACTION = 0.5
 """A panel taking more than this share of free device memory leaves little for activations."""
 BUSY_GPU_UTILIZATION = 10
 """GPU utilisation (%) above which the GPU counts as busy."""
+PEAK_RSS_METRIC = "memory/peak_rss_gib"
+"""Logged every epoch: the trainer process's peak resident memory so far (panel, activations and
+what the allocator keeps, atft_core/allocator.py), GiB."""
+PEAK_GPU_METRIC = "memory/peak_gpu_gib"
+"""Logged every epoch on a GPU: the CUDA caching allocator's peak allocation so far, GiB."""
+MEASURED_MEMORY_WARN_FRACTION = 0.8
+"""A measured peak above this share of the memory free now is a warning."""
+SHAPE_FREE_MODEL_FIELDS = frozenset({"encoder_dropout", "gat_dropout", "gate_init", "gate_learnable", "ridge_alpha"})
+"""ModelConfig fields that change no tensor size: runs differing only in these share a memory peak."""
 
 
 @dataclass
@@ -364,6 +374,8 @@ def preflight(cfg: RunConfig, runs_dir: Path | str, probes: Probes | None = None
     n_features = len(cfg.data.features) or (ds.n_features if ds else 0)
     if eff is not None and ds is not None:
         items.append(_check_memory(eff, ds, machine))
+    if eff is not None:
+        items.append(_check_measured_memory(eff, runs_dir, machine))
     if not n_features:
         ckpt, ckpt_detail = 0, "checkpoint size unknown"
         items.append(CheckItem("checkpoint size", "pass", "unknown until the dataset can be read"))
@@ -376,6 +388,74 @@ def preflight(cfg: RunConfig, runs_dir: Path | str, probes: Probes | None = None
     items.append(CheckItem("ram", "pass", f"{_gib(machine.ram_available)} available of {_gib(machine.ram_total)}"))
     items.append(CheckItem("cpu", "pass", f"{machine.cpu_count} cores"))
     return items
+
+
+def peak_memory(device: Any) -> dict[str, float]:
+    """This process's peak resident memory so far, and on a CUDA `device` the allocator's peak (GiB)."""
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    values = {PEAK_RSS_METRIC: maxrss * (1 if sys.platform == "darwin" else 1024) / GiB}  # Linux: KiB
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        values[PEAK_GPU_METRIC] = torch.cuda.max_memory_allocated(device) / GiB
+    return values
+
+
+def memory_key(cfg: RunConfig) -> tuple:
+    """What decides an effective config's memory: data shape, model sizes, which phases run (the GAT
+    phases need the most), batch, mode, device and precision."""
+    d, m, t = cfg.data, cfg.model, cfg.train
+    model = tuple((k, v) for k, v in sorted(asdict(m).items()) if k not in SHAPE_FREE_MODEL_FIELDS)
+    phases_run = tuple(epochs > 0 for epochs in t.phase_epochs)
+    return (str(Path(d.path).expanduser().resolve()), d.start, d.end, d.features, d.lookback, d.horizons, model,
+            phases_run, t.days_per_step, t.mode, cfg.runtime.device.split(":")[0], cfg.runtime.precision)
+
+
+def measured_peak(eff: RunConfig, runs_dir: Path, metric: str) -> tuple[float, str] | None:
+    """(highest `metric`, run id) over the runs in `runs_dir` whose effective config has the same
+    `memory_key`; None when no such run logged it."""
+    from atft_core.paths import check_run_id
+    from atft_core.runs import query_metrics
+
+    key, same = memory_key(eff), []
+    for config_file in sorted(runs_dir.glob("*/config.json")):
+        try:
+            saved = json.loads(config_file.read_text())
+            if memory_key(RunConfig.from_dict(saved["config"])) == key:
+                same.append(check_run_id(config_file.parent.name))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unsafe folder name, an older format or a torn file: says nothing about this run
+    if not same:
+        return None
+    peaks = query_metrics(runs_dir, same, [metric])
+    if peaks.is_empty():
+        return None
+    top = peaks.sort("value", descending=True).row(0, named=True)
+    return float(top["value"]), str(top["run_id"])
+
+
+def _check_measured_memory(eff: RunConfig, runs_dir: Path, machine: MachineStatus) -> CheckItem:
+    """The panel estimate leaves out activations and the allocator's reserve; an earlier run with
+    the same sizes measured all of it, so its peak is compared with what is free now."""
+    on_gpu = eff.runtime.device.startswith("cuda")
+    metric = PEAK_GPU_METRIC if on_gpu else PEAK_RSS_METRIC
+    found = measured_peak(eff, runs_dir, metric)
+    if found is None:
+        return CheckItem("measured memory", "pass", f"no earlier run in {runs_dir} with these sizes has logged its "
+                         "peak memory yet; this one will, for the next check")
+    peak, run_id = found
+    if on_gpu:
+        index = int(eff.runtime.device.split(":")[1]) if ":" in eff.runtime.device else 0
+        gpu = next((g for g in machine.gpus if g.index == index), None)
+        where, free = f"GPU {index} memory", (gpu.memory_free if gpu else 0)
+    else:
+        where, free = "RAM", machine.ram_available
+    text = f"run {run_id} with the same data, sizes and device peaked at {peak:.1f} GiB; {_gib(free)} {where} free now"
+    if peak * GiB > free:
+        return CheckItem("measured memory", "fail", text + ": it would not fit (is another run holding memory?)")
+    if peak * GiB > MEASURED_MEMORY_WARN_FRACTION * free:
+        return CheckItem("measured memory", "warn", text + ": little to spare")
+    return CheckItem("measured memory", "pass", text)
 
 
 def format_checklist(items: Sequence[CheckItem]) -> str:

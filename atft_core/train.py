@@ -48,7 +48,7 @@ from atft_core.model import ATFTGATFAN, FAN_PHASE, GAT_PHASE
 from atft_core.nn.fan import FanInputs, precompute_fan
 from atft_core.predictions import write_predictions
 from atft_core.run_files import MetricsWriter, RunFiles, read_json, write_json_atomic
-from atft_core.system import resolve_here
+from atft_core.system import peak_memory, resolve_here
 
 log = logging.getLogger("atft_core.train")
 
@@ -386,6 +386,7 @@ class Trainer:
         values.update({f"loss/{k}": v / n for k, v in sums.items() if k != "total"})
         if self.graphs is not None:
             values.update({f"graph/{k}": v for k, v in self.graphs.stats().items()})
+        values.update(peak_memory(self.device))
         return values
 
     def validate(self, phase: int) -> dict[str, float | None]:
@@ -472,6 +473,7 @@ class Trainer:
         self.progress.epoch = 1
         self.progress.best_rank_ic = values.get("val/rank_ic") or -math.inf
         self.progress.best_epoch = 1
+        values.update(peak_memory(self.device))
         values.update({"epoch_seconds": seconds, "val/best_rank_ic": self.progress.best_rank_ic,
                        "samples_per_second": len(self.train_days) * len(self.panel.codes) / max(seconds, 1e-9)})
         metrics.log(epoch=1, step=0, phase=0, values=values)

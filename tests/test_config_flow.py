@@ -182,7 +182,8 @@ def _epoch_obs(cfg: RunConfig, phase: int = 0, epoch_in_phase: int = 0) -> dict[
     """One real Trainer.train_epoch (two steps) plus the validation loss, on the tiny trainer."""
     with _trainer(cfg) as trainer, MetricsWriter(trainer.files.metrics) as metrics:
         values = trainer.train_epoch(phase, epoch_in_phase, metrics)
-        values = {k: v for k, v in values.items() if k not in ("epoch_seconds", "samples_per_second")}
+        values = {k: v for k, v in values.items() if k not in ("epoch_seconds", "samples_per_second")
+                  and not k.startswith("memory/")}
         values["val/loss"] = trainer.validate(phase)["val/loss"]
         values["steps"] = trainer.progress.step
         values["logged_steps"] = len(trainer.files.metrics.read_text().splitlines())

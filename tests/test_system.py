@@ -166,3 +166,30 @@ def test_memory_estimate_counts_the_fan_inputs(dataset: Path, tmp_path: Path) ->
     with_fan, without = needed(), needed(**{"model.fan_top_k": 0})
     assert with_fan > without
     assert fan_bytes(s.n_days, s.n_stocks, s.n_features) == s.n_days * s.n_stocks * s.n_features * 12
+
+
+def _earlier_run(runs_dir: Path, run_id: str, cfg: RunConfig, peak_gib: float) -> None:
+    """A finished run folder as the trainer leaves it: effective config and a logged peak."""
+    folder = runs_dir / run_id
+    folder.mkdir(parents=True)
+    eff = system.resolve(cfg, cuda_available=False, cpu_count=8, cpu_bf16=False)  # the probes() machine
+    (folder / "config.json").write_text(json.dumps({"config": eff.to_dict()}))
+    (folder / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": e, "step": 0, "phase": 0, "wall_time": float(e), "name": system.PEAK_RSS_METRIC,
+                    "value": peak_gib * e / 2}) + "\n" for e in (1, 2)))   # the last epoch holds the peak
+
+
+def test_measured_peak_of_an_earlier_run_with_the_same_sizes_is_checked(dataset: Path, tmp_path: Path) -> None:
+    cfg = cfg_for(dataset)
+    first = item(preflight(cfg, tmp_path / "runs", probes()), "measured memory")
+    assert first.verdict == "pass" and "no earlier run" in first.detail and "peak memory" in first.detail
+    runs = tmp_path / "runs"
+    _earlier_run(runs, "other-size", cfg.replace(**{"model.hidden_size": 16}), peak_gib=1000.0)   # ignored
+    _earlier_run(runs, "no-gat-phase", cfg.replace(**{"train.phase_epochs": (1, 1, 0, 0)}), peak_gib=1000.0)
+    _earlier_run(runs, "same-size", cfg.replace(**{"model.encoder_dropout": 0.3}), peak_gib=40.0)  # same tensors
+    check = item(preflight(cfg, runs, probes()), "measured memory")     # 48 GiB available
+    assert check.verdict == "warn" and "run same-size" in check.detail and "40.0 GiB" in check.detail
+    busy = preflight(cfg, runs, probes(ram=lambda: (64 * GiB, 30 * GiB)))
+    assert item(busy, "measured memory").verdict == "fail" and verdict(busy) == "fail"
+    roomy = item(preflight(cfg, runs, probes(ram=lambda: (256 * GiB, 200 * GiB))), "measured memory")
+    assert roomy.verdict == "pass" and "40.0 GiB" in roomy.detail

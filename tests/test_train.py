@@ -22,6 +22,10 @@ TINY = {
 }
 
 
+MEASURED = ("epoch_seconds", "samples_per_second", "memory/peak_rss_gib")
+"""Metrics that measure the machine, not the model: they differ between identical runs."""
+
+
 def tiny_config(dataset, **changes) -> RunConfig:
     return RunConfig().replace(**{"data.path": str(dataset), **TINY, **changes})
 
@@ -44,7 +48,7 @@ def test_run_folder_has_everything_the_dashboard_needs(demo_dataset, tmp_path):
     for name in ("train/loss", "loss/huber", "loss/pinball", "loss/rankic", "loss/cs_ic", "loss/sharpe",
                  "val/ic", "val/rank_ic", "val/icir", "val/rank_icir", "val/ls_sharpe", "val/jpx_sharpe",
                  "val/pred_std", "gat/grad_norm", "gat/alpha", "lr", "epoch_seconds", "samples_per_second",
-                 "val/rank_ic_5d", "test/rank_ic", "graph/built"):
+                 "val/rank_ic_5d", "test/rank_ic", "graph/built", "memory/peak_rss_gib"):
         assert name in names, name
     gat_norms = [r["value"] for r in metric_rows(files) if r["name"] == "gat/grad_norm"]
     assert gat_norms[0] == 0.0 and gat_norms[2] > 0.0  # GAT only trains from phase 2
@@ -65,12 +69,12 @@ def test_safe_mode_is_deterministic(demo_dataset, tmp_path):
         run_training(cfg, tmp_path / name)
         rows = metric_rows(RunFiles(tmp_path / name))
         values.append([(r["epoch"], r["name"], r["value"]) for r in rows
-                       if r["name"] not in ("epoch_seconds", "samples_per_second")])
+                       if r["name"] not in MEASURED])
     assert values[0] == values[1]
     run_training(cfg.replace(**{"runtime.seed": 1}), tmp_path / "other_seed")
     rows = metric_rows(RunFiles(tmp_path / "other_seed"))
     assert [(r["epoch"], r["name"], r["value"]) for r in rows
-            if r["name"] not in ("epoch_seconds", "samples_per_second")] != values[0]
+            if r["name"] not in MEASURED] != values[0]
 
 
 @pytest.mark.parametrize("heartbeat,many", [(0.02, True), (1000.0, False)])

@@ -8,6 +8,8 @@ from typing import Any
 import altair as alt
 import polars as pl
 
+from atft_core.system import PEAK_GPU_METRIC, PEAK_RSS_METRIC
+
 RUN_CHARTS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("Validation RankIC and IC", ("val/rank_ic", "val/ic"), False),
     ("Long-short and JPX Sharpe", ("val/ls_sharpe", "val/jpx_sharpe"), False),
@@ -17,6 +19,7 @@ RUN_CHARTS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("Residual gate alpha", ("gat/alpha",), False),
     ("Prediction std (validation)", ("val/pred_std",), False),
     ("Throughput (samples/s)", ("samples_per_second",), False),
+    ("Peak memory (GiB)", (PEAK_RSS_METRIC, PEAK_GPU_METRIC), False),
 )
 """(title, metric names, log scale) of every chart on the Run page."""
 
