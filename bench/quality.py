@@ -12,9 +12,10 @@ Protocol: the real panel in ../shared/data is built with the project's own `buil
 train 2016-05-01..2022-12-31, validation 2023, test 2024 (data.start / train_end / val_end),
 purge >= longest horizon + execution lag (config resolution) plus the default embargo.
 
-Rows: every baseline kind; the default config with --seeds seeds; one-seed ablations (GAT off,
-FAN off, fixed gate, large hidden size, RankIC / CS-IC loss weights, a single phase); then the
-default model and every baseline again with data.execution_lag=1. Each row is one
+Rows: every baseline kind; the default config with --seeds seeds, plus their ensemble (the
+per-date mean of the seeds' z-scored predictions: a row without training of its own); one-seed
+ablations (GAT off, FAN off, fixed gate, large hidden size, RankIC / CS-IC loss weights, a single
+phase); then the default model and every baseline again with data.execution_lag=1. Each row is one
 `python -m atft_core.train` subprocess (with the launcher's allocator settings) into
 `<runs-dir>/<row>`; a row whose run completed with the same requested config and dataset is
 reused, a stopped one resumed. The numbers go to `<out>/quality/results.json`, the page to
@@ -393,7 +394,11 @@ def _clean_summary(summary: dict) -> dict:
 
 def run_numbers(run_dir: Path) -> dict[str, Any]:
     """Per-date metrics of a finished run from its predictions.parquet (val and test, 1d and 5d)."""
-    frame = load_predictions(RunFiles(run_dir).predictions)
+    return frame_numbers(load_predictions(RunFiles(run_dir).predictions))
+
+
+def frame_numbers(frame: pl.DataFrame) -> dict[str, Any]:
+    """Per-date metrics of a predictions frame (Date, Code, split, pred_<h>d, target_<h>d)."""
     out: dict[str, Any] = {"summary": {}, "daily": {}, "deciles": {}}
     for h in (h for h in REPORT_HORIZONS if h in horizons_in(frame)):
         key = str(h)
@@ -437,6 +442,38 @@ def collect_row(row: Row, run_dir: Path) -> dict[str, Any]:
               "command": _read_text(run_dir / COMMAND_FILE)}
     record.update(run_numbers(run_dir))
     return record
+
+
+def ensemble_record(seeds: list[dict], runs_dir: Path) -> dict[str, Any]:
+    """A report row for the seed ensemble of the default config: per date, split and horizon the
+    mean of the seeds' z-scored predictions (no training; the seeds' own runs, combined)."""
+    frames = [load_predictions(RunFiles(runs_dir / r["name"]).predictions) for r in seeds]
+    horizons = horizons_in(frames[0])
+    keys = ["Date", "Code", "split"]
+    joined = frames[0].select(*keys, *[f"target_{h}d" for h in horizons])
+    for i, frame in enumerate(frames):
+        z = [((pl.col(f"pred_{h}d") - pl.col(f"pred_{h}d").mean().over("Date", "split"))
+              / pl.col(f"pred_{h}d").std().over("Date", "split")).alias(f"z{i}_{h}") for h in horizons]
+        joined = joined.join(frame.select(*keys, *z), on=keys)
+    mean = joined.select(*keys, *[f"target_{h}d" for h in horizons], *[
+        pl.mean_horizontal(*[f"z{i}_{h}" for i in range(len(frames))]).alias(f"pred_{h}d") for h in horizons])
+    first = seeds[0]
+    record = {"name": "default-ensemble", "group": "ensemble", "kind": first["kind"], "seed": None, "lag": first["lag"],
+              "label": f"default, ensemble of the {len(seeds)} seeds (per-date mean of z-scored predictions)",
+              "overrides": {}, "state": "completed", "resolved": first["resolved"], "command": None,
+              "train_seconds": sum(r["train_seconds"] or 0.0 for r in seeds),
+              "run_seconds": sum(r["run_seconds"] or 0.0 for r in seeds)}
+    record.update(frame_numbers(mean))
+    return record
+
+
+def _with_ensemble(records: list[dict], runs_dir: Path) -> list[dict]:
+    """`records` with the default seeds' ensemble row after the last seed (two seeds or more)."""
+    seeds = [r for r in records if r["group"] == "default" and r["lag"] == 0]
+    if len(seeds) < 2:
+        return records
+    at = records.index(seeds[-1]) + 1
+    return records[:at] + [ensemble_record(seeds, runs_dir)] + records[at:]
 
 
 def _read_text(path: Path) -> str | None:
@@ -578,6 +615,7 @@ def collect(s: Settings, clock: Clock, load_before: tuple, reused: list[str]) ->
         else:
             missing.append(f"{row.name}: {state or 'not run'}")
     clock.say(f"collected {len(records)} rows ({len(missing)} without results)")
+    records = _with_ensemble(records, s.runs_dir)
     axis = align_daily(records)
     base = report.best_baseline(records)
     room = headroom(s.dataset, s.runs_dir / base["name"], axis) if base else []

@@ -127,3 +127,33 @@ def test_headroom_scores_each_input_as_a_factor_on_the_baselines_rows(tmp_path):
     flag = next(e for e in room if e["feature"] == "feat_flag")
     assert flag["test_rank_ic"] == 0.0                      # a constant input ranks nothing
     assert room[-1]["picked_by"] == "validation" and room[-1]["feature"] == "feat_minus_target"
+
+
+def test_seed_ensemble_row_averages_z_scored_predictions(tmp_path):
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(1)
+    n_dates, n_codes = 12, 25
+    base = pl.DataFrame({
+        "Date": np.repeat(np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-01-01") + n_dates), n_codes),
+        "Code": [f"{c:04d}" for c in range(n_codes)] * n_dates,
+        "target_1d": rng.normal(size=n_dates * n_codes)}).with_columns(
+        pl.when(pl.int_range(pl.len()) < 6 * n_codes).then(pl.lit("val")).otherwise(pl.lit("test")).alias("split"))
+    signal = base["target_1d"].to_numpy()
+    # seed b is seed a scaled and shifted per date: z-scoring makes them identical
+    preds = {"default-s0": signal + rng.normal(size=len(signal)), "default-s1": None}
+    preds["default-s1"] = 3.0 * preds["default-s0"] + 7.0
+    records = []
+    for name, pred in preds.items():
+        (tmp_path / name).mkdir()
+        base.with_columns(pl.Series("pred_1d", pred)).write_parquet(tmp_path / name / "predictions.parquet")
+        records.append({"name": name, "group": "default", "kind": "atft_gat_fan", "lag": 0, "resolved": {},
+                        "train_seconds": 10.0, "run_seconds": 12.0, **quality.run_numbers(tmp_path / name)})
+    baseline = {"name": "base-x", "group": "baseline", "lag": 0}
+    rows = quality._with_ensemble([baseline, *records], tmp_path)
+    assert [r["name"] for r in rows] == ["base-x", "default-s0", "default-s1", "default-ensemble"]
+    ensemble = rows[-1]
+    assert ensemble["summary"]["1"]["test"]["rank_ic"] == pytest.approx(records[0]["summary"]["1"]["test"]["rank_ic"])
+    assert ensemble["train_seconds"] == 20.0 and ensemble["group"] == "ensemble"
+    assert quality._with_ensemble([baseline, records[0]], tmp_path) == [baseline, records[0]]  # one seed: no row
