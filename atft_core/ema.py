@@ -14,9 +14,9 @@ from typing import Iterator
 import torch
 
 WARMUP_STEPS = 10
-"""The decay ramps as (1 + n) / (WARMUP_STEPS + n) up to its setting, so the average is not held
-at the initial weights for the first ~1 / (1 - decay) steps (the bias correction of Adam's moments,
-in the form of Tarvainen & Valpola's mean teacher)."""
+"""After n updates the decay is min(setting, (1 + n) / (WARMUP_STEPS + n)), as in TensorFlow's
+ExponentialMovingAverage with num_updates: early on the average follows the weights closely
+instead of staying near the random initial ones for ~1 / (1 - decay) steps."""
 
 
 class WeightAverage:
