@@ -28,6 +28,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from quality_report import paired_t  # noqa: E402  (bench/, on the path when run as a script)
 from atft_core import metrics  # noqa: E402
 from atft_core.evaluation import to_arrays  # noqa: E402
 from atft_core.predict import predict_run  # noqa: E402
@@ -114,8 +115,8 @@ def _paired_t(a: pl.DataFrame, b: pl.DataFrame, past_end) -> str:
     if past_end is None:
         return "n/a"
     both = a.join(b, on="Date", suffix="_b").filter(pl.col("Date") < past_end)
-    d = (both["rank_ic"] - both["rank_ic_b"]).to_numpy()
-    return "n/a" if len(d) < 2 or d.std(ddof=1) == 0 else f"{d.mean() / (d.std(ddof=1) / np.sqrt(len(d))):.2f}"
+    t, _ = paired_t(both["rank_ic"].to_list(), both["rank_ic_b"].to_list())
+    return "n/a" if t is None else f"{t:.2f}"
 
 
 def ensemble(runs: list[Path], datasets: list[Path], cache: Path, factors: tuple[str, ...] = ()) -> str:
