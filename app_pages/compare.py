@@ -1,8 +1,10 @@
-"""Compare: overlay metrics of several runs, best/final table, config diff, CSV export."""
+"""Compare: overlay metrics of several runs, best/final table, config diff, CSV export, and
+combining the chosen runs into an ensemble run."""
 
 import streamlit as st
 
 from atft_core import runs
+from atft_core.ensemble import build_ensemble
 from atft_core.run_files import RunFiles, read_json
 from ui import charts, live, logic, state
 
@@ -51,3 +53,18 @@ else:
     st.caption("The chosen runs have identical settings.")
 
 st.download_button("Download selected metrics (CSV)", metrics.write_csv(), file_name="metrics.csv", mime="text/csv")
+
+st.subheader("Ensemble")
+st.caption("A new run whose prediction is, per date, the mean of the chosen runs' z-scored predictions "
+           "(finished runs with the same dataset, horizons and validation/test dates; nothing is retrained).")
+with st.form("ensemble_form"):
+    ensemble_name = st.text_input("Name of the ensemble run", key="ensemble_name")
+    combine = st.form_submit_button("Combine the chosen runs into an ensemble run", disabled=len(chosen) < 2)
+if combine:
+    try:
+        ensemble_id = build_ensemble(runs_dir, chosen, name=ensemble_name)
+    except (runs.RunError, OSError) as exc:
+        st.error(f"No ensemble was built: {exc}")
+    else:
+        st.success(f"Built ensemble run {ensemble_id} from {len(chosen)} runs.")
+        st.page_link(state.RUN_PAGE, label=f"Open {ensemble_id}", query_params={"run": ensemble_id})

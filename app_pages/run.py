@@ -3,6 +3,7 @@
 import streamlit as st
 
 from atft_core import launcher, runs
+from atft_core.ensemble import ENSEMBLE_KIND
 from ui import live, run_view, state
 
 REFRESH_SECONDS = 2
@@ -36,7 +37,8 @@ def live_part() -> None:
         with st.spinner("Stopping (the trainer saves last.pt first)..."):
             launcher.stop_run(runs_dir, run_id)
         st.rerun()
-    if not summary.live and cols[0].button("Resume", key="resume"):
+    resumable = summary.model_kind != ENSEMBLE_KIND    # an ensemble trained nothing of its own
+    if not summary.live and resumable and cols[0].button("Resume", key="resume"):
         try:
             launcher.resume_run(runs_dir, run_id)
             st.rerun()

@@ -1,7 +1,8 @@
 """Reading runs: their state, their metrics and their logs; `python -m atft_core.runs`.
 
 Library API (read side; the write side is `atft_core.launcher`, whose launch_run, stop_run,
-resume_run, delete_run, tag_run and note_run can also be imported from here)::
+resume_run, delete_run, tag_run and note_run can also be imported from here; ensembles of
+finished runs are built by `atft_core.ensemble`)::
 
     list_runs(runs_dir) -> list[RunSummary]          # newest first, one DuckDB query
     run_state(runs_dir, run_id) -> RunSummary
@@ -210,7 +211,8 @@ def _summary(files: RunFiles, now: float) -> RunSummary:
     return RunSummary(
         id=files.root.name, name=info.get("name", ""), tags=list(info.get("tags") or []),
         note=info.get("note", ""), status=state, reason=reason, dataset=data.get("path", ""),
-        model_kind=model.get("kind", ""), hidden_size=model.get("hidden_size"),
+        model_kind="ensemble" if info.get("kind") == "ensemble" else model.get("kind", ""),
+        hidden_size=model.get("hidden_size"),
         loss_weights={k: v for k, v in loss.items() if k.endswith("_weight")},
         mode=train.get("mode", ""), device=(config.get("runtime") or {}).get("device", ""),
         epoch=status.get("epoch"), epochs_planned=status.get("epochs_planned"),
@@ -556,6 +558,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_id")
     s.add_argument("--lines", type=int, default=50)
     sub.add_parser("checkpoints", help="checkpoint files").add_argument("run_id")
+    s = sub.add_parser("ensemble", help="combine finished runs into a new ensemble run; prints its id")
+    s.add_argument("run_ids", nargs="+", help="two or more finished runs with the same dataset, horizons and splits")
+    s.add_argument("--name", default="")
+    s.add_argument("--tag", action="append", default=[])
     return p
 
 
@@ -591,6 +597,10 @@ def _run_command(args: argparse.Namespace, extra: list[str]) -> int:  # noqa: C9
         print(log_tail(rd, args.run_id, args.lines))
     elif args.command == "checkpoints":
         print(json.dumps([c.to_dict() for c in list_checkpoints(rd, args.run_id)], indent=2))
+    elif args.command == "ensemble":
+        from atft_core.ensemble import build_ensemble
+
+        print(build_ensemble(rd, args.run_ids, name=args.name, tags=args.tag))
     return 0
 
 

@@ -53,6 +53,7 @@ from atft_core.data.build import BuildParams, build_dataset, fingerprint  # noqa
 from atft_core.data.demo import make_demo  # noqa: E402
 from atft_core.data.schema import read_metadata  # noqa: E402
 from atft_core.data.validate import validate_dataset  # noqa: E402
+from atft_core.ensemble import combine_predictions  # noqa: E402
 from atft_core.evaluation import horizons_in, load_predictions, to_arrays  # noqa: E402
 from atft_core.launcher import TRAINER_ENV  # noqa: E402
 from atft_core.run_files import RunFiles, read_json  # noqa: E402
@@ -448,15 +449,7 @@ def ensemble_record(seeds: list[dict], runs_dir: Path) -> dict[str, Any]:
     """A report row for the seed ensemble of the default config: per date, split and horizon the
     mean of the seeds' z-scored predictions (no training; the seeds' own runs, combined)."""
     frames = [load_predictions(RunFiles(runs_dir / r["name"]).predictions) for r in seeds]
-    horizons = horizons_in(frames[0])
-    keys = ["Date", "Code", "split"]
-    joined = frames[0].select(*keys, *[f"target_{h}d" for h in horizons])
-    for i, frame in enumerate(frames):
-        z = [((pl.col(f"pred_{h}d") - pl.col(f"pred_{h}d").mean().over("Date", "split"))
-              / pl.col(f"pred_{h}d").std().over("Date", "split")).alias(f"z{i}_{h}") for h in horizons]
-        joined = joined.join(frame.select(*keys, *z), on=keys)
-    mean = joined.select(*keys, *[f"target_{h}d" for h in horizons], *[
-        pl.mean_horizontal(*[f"z{i}_{h}" for i in range(len(frames))]).alias(f"pred_{h}d") for h in horizons])
+    mean = combine_predictions(frames, horizons_in(frames[0]))
     first = seeds[0]
     record = {"name": "default-ensemble", "group": "ensemble", "kind": first["kind"], "seed": None, "lag": first["lag"],
               "label": f"default, ensemble of the {len(seeds)} seeds (per-date mean of z-scored predictions)",

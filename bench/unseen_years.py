@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quality_report import paired_t  # noqa: E402  (bench/, on the path when run as a script)
 from atft_core import metrics  # noqa: E402
+from atft_core.ensemble import combine_predictions  # noqa: E402
 from atft_core.evaluation import to_arrays  # noqa: E402
 from atft_core.predict import predict_run  # noqa: E402
 from atft_core.run_files import RunFiles, read_json  # noqa: E402
@@ -125,12 +126,7 @@ def ensemble(runs: list[Path], datasets: list[Path], cache: Path, factors: tuple
     _, horizon, past_end, val_dates = frames[0]
     if any((h, p) != (horizon, past_end) or not v.equals(val_dates) for _, h, p, v in frames[1:]):
         raise SystemExit("--ensemble: the runs differ in horizon, training window or validation days")
-    pred, target = f"pred_{horizon}d", f"target_{horizon}d"
-    z = ((pl.col(pred) - pl.col(pred).mean().over("Date")) / pl.col(pred).std().over("Date"))
-    joined = frames[0][0].select("Date", "Code", target, z.alias("z0"))
-    for i, (frame, *_) in enumerate(frames[1:], start=1):
-        joined = joined.join(frame.select("Date", "Code", z.alias(f"z{i}")), on=["Date", "Code"])
-    mean = joined.select("Date", "Code", target, pl.mean_horizontal(f"z{i}" for i in range(len(frames))).alias(pred))
+    mean = combine_predictions([frame for frame, *_ in frames], [horizon])
     daily = daily_rank_ic(mean, horizon)
     return "\n".join([_line(f"ensemble of {len(frames)} runs", daily, past_end, val_dates),
                       *factor_lines(daily, mean, datasets[0], horizon, factors, past_end, val_dates)])

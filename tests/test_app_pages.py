@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from atft_core.data.validate import validate_dataset
 from atft_core.config import ModelConfig, RunConfig, TrainConfig
 from atft_core.run_files import MetricsWriter, RunFiles, update_status, write_json_atomic
+from atft_core.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 90
@@ -205,6 +206,30 @@ def test_compare_shows_only_settings_that_differ_and_best_final(dirs):
     assert at.get("download_button")
     at.multiselect(key="compare_runs").set_value(["run-a"]).run()
     assert "The chosen runs have identical settings." in texts(at, "caption")
+
+
+def test_compare_combines_finished_runs_into_an_ensemble_run(dirs):
+    data, runs = dirs
+    base = RunConfig().replace(**{"data.path": str(data / "demo.parquet"), "data.lookback": 5, "model.fan_top_k": 2})
+    for kind in ("ridge", "reversal_1d"):
+        assert run_training(base.replace(**{"model.kind": kind}), runs / kind) == "completed"
+    fake_run(runs, "no-predictions", 16, [0.01])
+    at = open_page(app(), "compare")
+    at.multiselect(key="compare_runs").set_value(["ridge", "no-predictions"]).run()
+    next(b for b in at.button if b.label.startswith("Combine")).click().run()
+    assert any("No ensemble was built" in e and "no predictions" in e for e in texts(at, "error"))
+    at.multiselect(key="compare_runs").set_value(["ridge", "reversal_1d"]).run()
+    widget(at, "text_input", "ensemble_name").set_value("blend")
+    next(b for b in at.button if b.label.startswith("Combine")).click().run()
+    no_exceptions(at)
+    built = [p.name for p in runs.iterdir() if "blend" in p.name]
+    assert len(built) == 1 and any(built[0] in s for s in texts(at, "success"))
+    at = open_page(at, "run")        # the new run is the newest: the Run page opens on it
+    no_exceptions(at)
+    assert any("Ensemble" in m and "2 runs" in m for m in texts(at, "markdown"))
+    assert any("Validation" in m for m in texts(at, "markdown"))
+    assert "An ensemble has no checkpoints of its own: its members have them." in texts(at, "caption")
+    assert not [b for b in at.button if b.label == "Resume"]
 
 
 def test_run_page_of_a_finished_run_without_predictions(dirs):

@@ -10,6 +10,7 @@ import streamlit as st
 
 from atft_core import runs
 from atft_core.config import PHASE_NAMES
+from atft_core.ensemble import ENSEMBLE_KIND
 from atft_core.run_files import RunFiles, read_json
 
 from . import charts, live
@@ -70,6 +71,8 @@ def config_section(runs_dir: Path, run_id: str) -> None:
     if not effective:
         st.caption("config.json is written when the trainer starts.")
         return
+    if saved.get("ensemble"):
+        _ensemble_section(saved["ensemble"])
     diff = requested_vs_effective(saved.get("requested") or info.get("requested") or {}, effective)
     if diff:
         st.markdown("**Differences from the requested config** (auto values resolved):")
@@ -80,12 +83,24 @@ def config_section(runs_dir: Path, run_id: str) -> None:
         st.json({"config": effective, "resolved": saved.get("resolved", {})}, expanded=False)
 
 
+def _ensemble_section(section: dict) -> None:
+    """Which runs an ensemble combines, and how; the config shown below is its first member's."""
+    st.markdown(f"**Ensemble** of {len(section.get('members', []))} runs ({section.get('method', '')}); "
+                f"{section.get('rows', 0)} stock-days, {section.get('rows_dropped', 0)} dropped because a member "
+                "had no prediction for them. The settings below are the first member's.")
+    st.dataframe([{"member": m, "kind": k, "seed": s} for m, k, s in
+                  zip(section.get("members", []), section.get("member_kinds", []), section.get("member_seeds", []))],
+                 hide_index=True)
+
+
 def checkpoints(runs_dir: Path, run_id: str) -> None:
     rows = [{"file": c.name, "size (MB)": round(c.size_bytes / 2**20, 2),
              "saved": datetime.fromtimestamp(c.modified).strftime("%Y-%m-%d %H:%M:%S")}
             for c in runs.list_checkpoints(runs_dir, run_id)]
     if rows:
         st.dataframe(rows, hide_index=True)
+    elif (read_json(RunFiles(Path(runs_dir) / run_id).run_info) or {}).get("kind") == ENSEMBLE_KIND:
+        st.caption("An ensemble has no checkpoints of its own: its members have them.")
     else:
         st.caption("No checkpoints yet.")
 
