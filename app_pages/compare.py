@@ -1,9 +1,10 @@
-"""Compare: overlay metrics of several runs, best/final table, config diff, CSV export, and
-combining the chosen runs into an ensemble run."""
+"""Compare: overlay metrics of several runs, best/final table, config diff, CSV export, the
+paired t of daily RankIC against a reference run, and combining the chosen runs into an
+ensemble run."""
 
 import streamlit as st
 
-from atft_core import runs
+from atft_core import evaluation, runs
 from atft_core.ensemble import build_ensemble
 from atft_core.run_files import RunFiles, read_json
 from ui import charts, live, logic, state
@@ -53,6 +54,26 @@ else:
     st.caption("The chosen runs have identical settings.")
 
 st.download_button("Download selected metrics (CSV)", metrics.write_csv(), file_name="metrics.csv", mime="text/csv")
+
+st.subheader("Is the difference real? Daily RankIC against a reference run")
+finished = {rid: cfg for rid, cfg in configs.items() if RunFiles(runs_dir / rid).predictions.is_file()}
+ordered, horizons = logic.paired_choices(finished)
+if len(finished) < 2 or not horizons:
+    st.caption("Needs two or more finished runs with predictions for a common horizon.")
+else:
+    cols = st.columns(3)
+    reference = cols[0].selectbox("Reference run (baselines first)", ordered, key="paired_reference",
+                                  format_func=lambda rid: names_by_id.get(rid, rid))
+    split = cols[1].radio("Split", ["val", "test"], key="paired_split", horizontal=True,
+                          format_func={"val": "validation", "test": "test"}.get)
+    horizon = cols[2].selectbox("Horizon (days)", horizons, key="paired_horizon")
+    try:
+        st.dataframe(evaluation.paired_comparison(runs_dir, list(finished), reference, split, horizon), hide_index=True)
+        st.caption("Means over the days both runs have; t = mean / standard error of the daily differences. "
+                   "On a year of real data a mean daily RankIC has a standard error of about 0.006, so "
+                   "means that differ by less than ~2 standard errors (|t| < 2) may differ by chance.")
+    except (FileNotFoundError, ValueError) as exc:
+        st.info(str(exc))
 
 st.subheader("Ensemble")
 st.caption("A new run whose prediction is, per date, the mean of the chosen runs' z-scored predictions "

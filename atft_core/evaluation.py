@@ -3,7 +3,8 @@
 The trainer writes one long table (``Date, Code, split, pred_{h}d, target_{h}d``) from the
 best checkpoint. This module pivots one split and horizon into ``[dates, stocks]`` arrays and
 derives, with `atft_core.metrics`, what the Run page draws: the daily RankIC with its rolling
-mean, the cumulative long-short return and the mean return by prediction decile.
+mean, the cumulative long-short return and the mean return by prediction decile; and, for the
+Compare page, each run's daily RankIC paired with a reference run's (`paired_comparison`).
 """
 
 from __future__ import annotations
@@ -104,3 +105,38 @@ def evaluate_run(run_dir: Path | str, window: int, horizon: int | None = None) -
         raise ValueError(f"{run_dir}: no predictions for horizon {horizon}d; have {horizons_in(frame)}")
     splits = [s for s in ("val", "test") if s in set(frame["split"].unique().to_list())]
     return {s: evaluate_split(frame, s, horizon, window) for s in splits}
+
+
+def daily_rank_ic_frame(frame: pl.DataFrame, split: str, horizon: int) -> pl.DataFrame:
+    """Date, rank_ic: one split's daily RankIC (dates without a ranking left out)."""
+    dates, pred, target, mask = to_arrays(frame, split, horizon)
+    return pl.DataFrame({"Date": dates.astype("datetime64[D]"), "rank_ic": metrics.daily_rank_ic(pred, target, mask)},
+                        nan_to_null=True).drop_nulls()
+
+
+def paired_comparison(runs_dir: Path | str, run_ids: list[str], reference: str, split: str,
+                      horizon: int) -> pl.DataFrame:
+    """Each run's daily RankIC against `reference`'s on the dates both have: is a difference real?
+
+    One row per run other than the reference, with columns run, days, rank_ic, reference_rank_ic
+    (both means over the common days), difference and t (the paired t-statistic of the daily
+    differences, `metrics.paired_t`; null with fewer than two days). Runs without predictions
+    for the split or horizon raise, naming the run.
+    """
+    def daily(run_id: str) -> pl.DataFrame:
+        frame = load_predictions(RunFiles(Path(runs_dir) / run_id).predictions)
+        if horizon not in horizons_in(frame):
+            raise ValueError(f"{run_id}: no predictions for horizon {horizon}d; have {horizons_in(frame)}")
+        return daily_rank_ic_frame(frame, split, horizon)
+
+    base = daily(reference)
+    rows = []
+    for run_id in (r for r in run_ids if r != reference):
+        both = daily(run_id).join(base, on="Date", suffix="_ref")
+        t, n = metrics.paired_t(both["rank_ic"].to_list(), both["rank_ic_ref"].to_list())
+        mean, ref = (float(both[c].mean()) if n else None for c in ("rank_ic", "rank_ic_ref"))
+        rows.append({"run": run_id, "days": n, "rank_ic": mean, "reference_rank_ic": ref,
+                     "difference": None if mean is None else mean - ref, "t": t})
+    schema = {"run": pl.String, "days": pl.Int64, "rank_ic": pl.Float64, "reference_rank_ic": pl.Float64,
+              "difference": pl.Float64, "t": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)

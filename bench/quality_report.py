@@ -13,11 +13,12 @@ and the plots can be regenerated from results.json alone.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from atft_core.metrics import paired_t  # noqa: F401  (part of this module's API: the report's t)
 
 DEEP_KIND = "atft_gat_fan"
 TARGET_RATIO = 1.25
@@ -26,8 +27,6 @@ TARGET_T = 2.0
 """... and a paired t-statistic against it of at least this."""
 ROLLING_WINDOW = 20
 """Days in the rolling mean of the daily RankIC plot."""
-ROUNDING_TOL = 1e-9
-"""Relative spread of the daily differences below which they count as all equal (t undefined)."""
 PNG_SCALE = 1.25
 """Pixel scale of the PNG export (readable, and small enough to commit)."""
 VERDICT_HORIZON = "1"
@@ -39,27 +38,6 @@ TABLE_METRICS = (("ic", "IC", 4), ("rank_ic", "RankIC", 4), ("rank_icir", "RankI
 
 # ---------------------------------------------------------------------------------------------
 # Statistics
-
-
-def paired_t(a: Any, b: Any) -> tuple[float | None, int]:
-    """Paired t-statistic of ``a - b`` over the positions where both are finite.
-
-    t = mean(d) / (std(d, ddof=1) / sqrt(n)); returns (t, n), with t None when n < 2 or the
-    differences are all equal (up to rounding). None entries in the inputs count as missing.
-    """
-    a = np.array([np.nan if v is None else v for v in a], dtype=float)
-    b = np.array([np.nan if v is None else v for v in b], dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"paired_t: series must be aligned, got lengths {len(a)} and {len(b)}")
-    ok = np.isfinite(a) & np.isfinite(b)
-    d = a[ok] - b[ok]
-    n = len(d)
-    if n < 2:
-        return None, n
-    sd = d.std(ddof=1)
-    if not sd > ROUNDING_TOL * np.abs(d).max():  # equal differences up to float rounding
-        return None, n
-    return float(d.mean() / (sd / math.sqrt(n))), n
 
 
 def metric(row: dict, split: str, key: str, horizon: str = VERDICT_HORIZON) -> float | None:

@@ -106,3 +106,11 @@ def test_evaluate_run_errors_name_the_problem(tmp_path):
     _predictions(n_days=3).write_parquet(tmp_path / "predictions.parquet")
     with pytest.raises(ValueError, match="horizon 5d"):
         evaluation.evaluate_run(tmp_path, window=5, horizon=5)
+
+
+def test_paired_choices_put_baselines_first_and_keep_common_horizons():
+    configs = {"deep": {"model": {"kind": "atft_gat_fan"}, "data": {"horizons": [1, 5, 10]}},
+               "ridge": {"model": {"kind": "ridge"}, "data": {"horizons": [1, 5]}},
+               "deep2": {"model": {"kind": "atft_gat_fan"}, "data": {"horizons": [1, 5, 20]}}}
+    assert logic.paired_choices(configs) == (["ridge", "deep", "deep2"], [1, 5])
+    assert logic.paired_choices({}) == ([], [])

@@ -219,6 +219,8 @@ def test_compare_combines_finished_runs_into_an_ensemble_run(dirs):
     next(b for b in at.button if b.label.startswith("Combine")).click().run()
     assert any("No ensemble was built" in e and "no predictions" in e for e in texts(at, "error"))
     at.multiselect(key="compare_runs").set_value(["ridge", "reversal_1d"]).run()
+    paired = next(d.value for d in at.dataframe if "t" in d.value.columns)
+    assert paired["run"].tolist() == ["reversal_1d"] and paired.iloc[0]["days"] > 10
     widget(at, "text_input", "ensemble_name").set_value("blend")
     next(b for b in at.button if b.label.startswith("Combine")).click().run()
     no_exceptions(at)

@@ -1,5 +1,6 @@
-"""Ensembles of finished runs: the combining arithmetic, a real seed ensemble read back like any
-run, and every mismatch refused before anything is written."""
+"""Comparing and combining finished runs: the ensemble arithmetic, a real seed ensemble read
+back like any run, every mismatch refused before anything is written, and the paired t of
+daily RankIC against a reference run."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from atft_core import launcher, metrics, runs
 from atft_core.config import RunConfig
 from atft_core.ensemble import ENSEMBLE_KIND, EnsembleError, build_ensemble, combine_predictions, split_arrays
-from atft_core.evaluation import load_predictions
+from atft_core.evaluation import daily_rank_ic_frame, load_predictions, paired_comparison
 from atft_core.run_files import RunFiles, read_json, update_status
 from atft_core.train import run_training
 
@@ -135,3 +136,17 @@ def test_cli_prints_the_id_or_one_line_of_error(members, capsys):
     run_id = capsys.readouterr().out.strip()
     assert runs.run_state(members, run_id).model_kind == ENSEMBLE_KIND
     launcher.delete_run(members, run_id)
+
+
+def test_paired_comparison_is_the_paired_t_of_the_daily_rank_ics(members):
+    table = paired_comparison(members, ["seed-0", "seed-1", "ridge"], "ridge", "val", 5)
+    assert table["run"].to_list() == ["seed-0", "seed-1"]
+    ref = daily_rank_ic_frame(load_predictions(RunFiles(members / "ridge").predictions), "val", 5)
+    own = daily_rank_ic_frame(load_predictions(RunFiles(members / "seed-1").predictions), "val", 5)
+    both = own.join(ref, on="Date", suffix="_ref")
+    t, n = metrics.paired_t(both["rank_ic"].to_list(), both["rank_ic_ref"].to_list())
+    row = table.row(1, named=True)
+    assert (row["days"], row["t"]) == (n, pytest.approx(t)) and n > 10
+    assert row["difference"] == pytest.approx(both["rank_ic"].mean() - both["rank_ic_ref"].mean())
+    with pytest.raises(ValueError, match="no predictions for horizon 10d"):
+        paired_comparison(members, ["seed-0", "ridge"], "ridge", "val", 10)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -20,24 +19,6 @@ def _row(name, kind, val_ric, test_ric=None, daily=None, lag=0, group="baseline"
     return {"name": name, "label": name, "kind": kind, "lag": lag, "group": group, "seed": 0,
             "summary": {"1": {"val": {"rank_ic": val_ric}, "test": {"rank_ic": test_ric}}},
             "daily": {"1": {"rank_ic": daily or []}}}
-
-
-def test_paired_t_matches_hand_computation():
-    # d = [0.1, 0.3, 0.2, 0.4]: mean 0.25, std(ddof=1) = sqrt(0.05/3), t = 0.25 / (std / 2)
-    t, n = report.paired_t([0.2, 0.5, 0.1, 0.6], [0.1, 0.2, -0.1, 0.2])
-    assert n == 4
-    assert t == pytest.approx(0.25 / (math.sqrt(0.05 / 3) / 2))
-    assert t == pytest.approx(3.8729833, rel=1e-6)
-
-
-def test_paired_t_uses_common_dates_only_and_handles_degenerate_input():
-    # positions with a missing value on either side are dropped: d = [1, 2, 3] -> t = 2 / (1 / sqrt 3)
-    t, n = report.paired_t([1.0, None, 3.0, float("nan"), 5.0], [0.0, 1.0, 1.0, 0.0, 2.0])
-    assert n == 3 and t == pytest.approx(2 * math.sqrt(3))
-    assert report.paired_t([0.1], [0.0]) == (None, 1)                 # one date: no std
-    assert report.paired_t([0.2, 0.3], [0.1, 0.2])[0] is None          # constant difference
-    with pytest.raises(ValueError):
-        report.paired_t([0.1, 0.2], [0.1])
 
 
 def test_best_baseline_is_chosen_on_validation_never_on_test():

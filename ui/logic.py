@@ -11,7 +11,10 @@ from typing import Any
 
 import polars as pl
 
-from atft_core.config import SECTIONS
+from atft_core.config import MODEL_KINDS, SECTIONS
+
+DEEP_KIND = MODEL_KINDS[0]
+"""model.kind of the deep model (listed first); every other kind is a baseline."""
 
 _FIELD_RE = re.compile(rf"\b((?:{'|'.join(SECTIONS)})\.[a-z_0-9]+)")
 
@@ -172,3 +175,17 @@ def headline_metrics(names: list[str]) -> list[str]:
     """Validation/test metrics of the first horizon (per-horizon copies left out); all if none."""
     picked = [n for n in names if n.split("/")[0] in ("val", "test") and not _PER_HORIZON.search(n)]
     return picked or list(names)
+
+
+def paired_choices(configs: dict[str, dict[str, Any]]) -> tuple[list[str], list[int]]:
+    """(runs ordered with baselines first, horizons every run predicts) for the paired t table.
+
+    A baseline is the natural reference: the comparison a quant asks first is against a
+    one-line factor, so runs whose ``model.kind`` is not the deep model come first.
+    """
+    def is_baseline(run: str) -> bool:
+        return (configs[run].get("model") or {}).get("kind", DEEP_KIND) != DEEP_KIND
+
+    ordered = sorted(configs, key=lambda run: not is_baseline(run))
+    horizon_sets = [set((cfg.get("data") or {}).get("horizons") or ()) for cfg in configs.values()]
+    return ordered, sorted(set.intersection(*horizon_sets)) if horizon_sets else []
