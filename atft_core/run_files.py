@@ -3,7 +3,8 @@
 A run folder holds ``config.json`` (effective config + resolved facts), ``run.json`` (id,
 name, tags, note, pid and process start time, requested config), ``status.json`` (state,
 heartbeat), ``metrics.jsonl`` (append-only long-format metrics), ``train.log`` and
-``checkpoints/``. JSON files are written atomically (temp file + rename) so a reader never
+``checkpoints/``; a finished run adds ``predictions.parquet`` and, for the deep model,
+``feature_weights.json`` (the encoder's mean variable-selection weight per input). JSON files are written atomically (temp file + rename) so a reader never
 sees half a file; each metric line is written whole in one ``write`` and flushed, so a reader
 can at worst see a torn *last* line, which DuckDB is told to skip.
 """
@@ -64,6 +65,10 @@ class RunFiles:
     @property
     def predictions(self) -> Path:
         return self.root / "predictions.parquet"
+
+    @property
+    def feature_weights(self) -> Path:
+        return self.root / "feature_weights.json"
 
 
 def finite_or_none(value: Any) -> float | None:

@@ -41,6 +41,7 @@ from atft_core.config import PHASE_NAMES, ConfigError, RunConfig, build_config, 
 from atft_core.data.panel import Panel, load_panel
 from atft_core.data.splits import make_splits
 from atft_core.ema import WeightAverage
+from atft_core.feature_weights import FeatureWeights
 from atft_core.graph import GraphCache
 from atft_core.inference import ModelPredictor, eligible_days, evaluate, targets_for
 from atft_core.loss import compute_loss
@@ -487,7 +488,13 @@ class Trainer:
         """Best checkpoint -> predictions on validation and test, test metrics logged once."""
         predictor = self.best_predictor()
         parts = {"val": self.val_days, "test": self.test_days}
-        preds = {name: predictor(days) for name, days in parts.items() if len(days)}
+        if self.is_deep:
+            weights = FeatureWeights()
+            preds = {"val": predictor(self.val_days, on_batch=weights.add)}
+            preds.update({name: predictor(days) for name, days in parts.items() if name != "val" and len(days)})
+            weights.write(self.files.feature_weights, self.panel.feature_names, "val", self.progress.best_epoch)
+        else:
+            preds = {name: predictor(days) for name, days in parts.items() if len(days)}
         write_predictions(self.files.predictions, self.panel, parts, preds, self.cfg.data.horizons)
         if "test" in preds:
             values = evaluate(preds["test"], targets_for(self.panel, self.test_days), self.cfg.data.horizons, "test")

@@ -155,6 +155,9 @@ def test_launch_tiny_demo_run_and_follow_it_to_the_end(dirs):
     assert any(c.startswith("val/rank_ic logged for 2 epoch(s)") for c in texts(at, "caption"))
     markdown = " ".join(texts(at, "markdown"))
     assert "**Validation** (1d): RankIC" in markdown and "**Test** (1d)" in markdown
+    assert "**Inputs the model lets through**" in markdown
+    weights = next(d.value for d in at.dataframe if "mean_weight" in d.value.columns)
+    assert len(weights) == validate_dataset(dirs[0] / "demo.parquet").n_features
     resolved = next(d.value for d in at.dataframe if "requested" in d.value.columns)
     assert "runtime.device" in set(resolved["setting"])  # 'auto' as requested, 'cpu' as run
     checkpoints = [d for d in at.dataframe if "file" in d.value.columns]

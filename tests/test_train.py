@@ -57,6 +57,10 @@ def test_run_folder_has_everything_the_dashboard_needs(demo_dataset, tmp_path):
         assert state["config"]["model"]["hidden_size"] == 8
     predictions = pl.read_parquet(files.predictions)
     assert set(predictions["split"].unique()) == {"val", "test"}
+    weights = read_json(files.feature_weights)      # the encoder's selection weights, per input
+    assert weights["features"] == saved["resolved"]["feature_names"] and weights["split"] == "val"
+    assert sum(weights["mean_weight"]) == pytest.approx(1.0, abs=1e-3) and weights["rows"] == predictions.filter(
+        pl.col("split") == "val").height
     assert {"pred_1d", "target_20d"} <= set(predictions.columns)
     log = files.log.read_text()
     assert "effective config" in log and "resolved: device=cpu" in log
@@ -137,6 +141,7 @@ def test_baseline_runs_through_the_same_pipeline(demo_dataset, tmp_path):
     assert run_training(tiny_config(demo_dataset, **{"model.kind": "ridge"}), files.root) == "completed"
     names = {row["name"] for row in metric_rows(files)}
     assert {"val/rank_ic", "test/rank_ic"} <= names
+    assert not files.feature_weights.exists()       # a ridge selects no inputs
     out = tmp_path / "preds.parquet"
     result = subprocess.run([sys.executable, "-m", "atft_core.predict", "--run", str(files.root),
                              "--dataset", str(demo_dataset), "--out", str(out)], capture_output=True, text=True)

@@ -103,6 +103,18 @@ def decile_chart(deciles: pl.DataFrame, title: str) -> alt.Chart:
     ).properties(title=title, height=CHART_HEIGHT)
 
 
+def feature_weight_chart(weights: pl.DataFrame, uniform: float, title: str) -> alt.LayerChart:
+    """Horizontal bars of mean variable-selection weights (frame: feature, mean_weight, in the
+    order to draw), with a rule at the uniform weight 1/F."""
+    order = weights["feature"].to_list()
+    bars = alt.Chart(weights).mark_bar().encode(
+        x=alt.X("mean_weight:Q", title="mean selection weight"), y=alt.Y("feature:N", sort=order, title=None),
+        tooltip=["feature:N", alt.Tooltip("mean_weight:Q", format=".4f")],
+    )
+    rule = alt.Chart(pl.DataFrame({"uniform": [uniform]})).mark_rule(strokeDash=[4, 3], color="gray").encode(x="uniform:Q")
+    return (bars + rule).properties(title=title, height=max(CHART_HEIGHT, 14 * len(order)))
+
+
 def coverage_chart(per_day: pl.DataFrame) -> alt.Chart:
     """Stocks per day of a dataset (frame: Date, n_stocks)."""
     return alt.Chart(per_day).mark_area(opacity=0.6).encode(

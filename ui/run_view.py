@@ -11,6 +11,7 @@ import streamlit as st
 from atft_core import runs
 from atft_core.config import PHASE_NAMES
 from atft_core.ensemble import ENSEMBLE_KIND
+from atft_core.feature_weights import read_feature_weights
 from atft_core.run_files import RunFiles, read_json
 
 from . import charts, live
@@ -122,6 +123,28 @@ def evaluation(runs_dir: Path, run_id: str, window: int) -> None:
         cols[0].altair_chart(charts.rank_ic_chart(ev.daily, f"{label}: daily RankIC, {window}-day mean"))
         cols[1].altair_chart(charts.cumulative_chart(ev.daily, f"{label}: cumulative long-short"))
         cols[2].altair_chart(charts.decile_chart(ev.deciles, f"{label}: mean return by decile"))
+    feature_weights(runs_dir, run_id)
+
+
+FEATURE_WEIGHTS_SHOWN = 20
+"""Inputs drawn in the feature-weight chart (the highest weights; the rest are in the table)."""
+
+
+def feature_weights(runs_dir: Path, run_id: str) -> None:
+    """The encoder's mean variable-selection weight per input (deep runs only)."""
+    found = read_feature_weights(RunFiles(Path(runs_dir) / run_id).feature_weights)
+    if found is None:
+        return
+    weights, facts = found
+    st.markdown(f"**Inputs the model lets through**: the temporal encoder's variable-selection weight per input, "
+                f"averaged over {facts.get('rows', 0):,} {facts.get('split', 'val')} stock-days at the best "
+                f"checkpoint (epoch {facts.get('best_epoch')}); the dashed line is uniform selection, "
+                f"1/{weights.height} = {facts['uniform']:.4f}. A weight says how much of an input is passed on, "
+                "not whether it helps or in which direction.")
+    top = weights.head(FEATURE_WEIGHTS_SHOWN)
+    st.altair_chart(charts.feature_weight_chart(top, facts["uniform"], f"Top {top.height} of {weights.height} inputs"))
+    with st.expander("All inputs"):
+        st.dataframe(weights, hide_index=True)
 
 
 def _fmt(value) -> str:
