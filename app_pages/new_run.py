@@ -1,8 +1,9 @@
-"""New run: pick a dataset, set the config, pass the pre-flight checks, launch."""
+"""New run: pick a dataset, set the config, pass the pre-flight checks, launch one run or a
+seed group (runs trained one after another, then combined into an ensemble run)."""
 
 import streamlit as st
 
-from atft_core.launcher import launch_run
+from atft_core.launcher import MAX_SEEDS, launch_run, launch_seeds
 from atft_core.system import preflight, verdict
 from ui import state, views
 from ui.form import config_form, dataset_paths
@@ -12,14 +13,18 @@ datasets = dataset_paths(state.data_dir())
 with st.expander("Datasets in the data folder", expanded=True):
     views.datasets_table(datasets)
 
-cols = st.columns(2)
+cols = st.columns([2, 2, 1])
 name = cols[0].text_input("Run name", key="run_name")
 tags = cols[1].text_input("Tags (comma-separated)", key="run_tags")
+seeds = int(cols[2].number_input("Seeds", min_value=1, max_value=MAX_SEEDS, value=1, step=1, key="run_seeds",
+                                 help="More than one: a seed group. The runs train one after another with "
+                                      "runtime.seed, seed + 1, ...; the last one combines them into an ensemble "
+                                      "run (per-date mean of z-scored predictions)."))
 cfg = config_form(datasets)
 
 if cfg is not None:
-    st.subheader("Pre-flight checks")
-    items = preflight(cfg, state.runs_dir())
+    st.subheader("Pre-flight checks" + (f" (for {seeds} runs, one at a time)" if seeds > 1 else ""))
+    items = preflight(cfg, state.runs_dir(), n_runs=seeds)
     views.checklist(items)
     result = verdict(items)
     confirmed = True
@@ -28,7 +33,7 @@ if cfg is not None:
     elif result == "warn":
         confirmed = st.checkbox("I have read the warnings; launch anyway", key="confirm_warnings")
     tag_list = tuple(t.strip() for t in tags.split(",") if t.strip())
-    key = state.submission_key(cfg.to_dict(), name, tag_list)
+    key = state.submission_key(cfg.to_dict(), name, tag_list, seeds)
     already = state.launched_run(key)
     if already:
         st.info(f"These settings were launched as run {already}; a repeated click starts nothing.")
@@ -36,8 +41,9 @@ if cfg is not None:
         st.button("Launch another run with the same settings", on_click=state.new_submission)
     blocked = result == "fail" or not confirmed or bool(already)
     if st.button("Launch", type="primary", key="launch", disabled=blocked):
+        launch = launch_run if seeds == 1 else (lambda *a, **k: launch_seeds(*a, seeds=seeds, **k)[0])
         run_id, error = state.launch_once(
-            key, launch_run, cfg, state.runs_dir(), name=name, tags=tag_list, force=result == "warn",
+            key, launch, cfg, state.runs_dir(), name=name, tags=tag_list, force=result == "warn",
             requested=cfg.to_dict(), data_roots=[state.data_dir()],
         )
         if error:

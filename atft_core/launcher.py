@@ -3,6 +3,7 @@
 Library API (write side; reading is `atft_core.runs`)::
 
     launch_run(cfg, runs_dir, name="", tags=(), force=False, requested=None) -> run_id
+    launch_seeds(cfg, runs_dir, seeds=3, name="", ...) -> run ids (one after another, then an ensemble)
     stop_run(runs_dir, run_id, grace_seconds=DEFAULT_STOP_GRACE_SECONDS) -> final state
     resume_run(runs_dir, run_id) -> None
     delete_run(runs_dir, run_id) -> None
@@ -81,12 +82,12 @@ def _trainer_env() -> dict[str, str]:
     return {**os.environ, **TRAINER_ENV}
 
 
-def _start_trainer(files: RunFiles, config_path: Path | None, resume: bool) -> dict[str, Any]:
+def _start_trainer(files: RunFiles, config_path: Path | None, resume: bool, extra: Sequence[str] = ()) -> dict[str, Any]:
     """Start the detached trainer; returns the launch record (pid, start time, command)."""
     if resume:  # the trainer resumes with the settings saved in the run folder
         command = [sys.executable, "-m", TRAINER_MODULE, "--resume", str(files.root)]
     else:
-        command = [sys.executable, "-m", TRAINER_MODULE, "--config", str(config_path), "--run-dir", str(files.root)]
+        command = [sys.executable, "-m", TRAINER_MODULE, "--config", str(config_path), "--run-dir", str(files.root), *extra]
     with open(files.log, "ab") as log:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=REPO_ROOT, env=_trainer_env(), start_new_session=True, close_fds=True)
@@ -114,10 +115,10 @@ def _record_launch(files: RunFiles, launch: dict[str, Any]) -> None:
                  command=launch["command"], host=launch["host"], launches=history)
 
 
-def _check_preflight(cfg: RunConfig, runs_dir: Path, force: bool, probes: Any) -> None:
+def _check_preflight(cfg: RunConfig, runs_dir: Path, force: bool, probes: Any, n_runs: int = 1) -> None:
     from atft_core.system import preflight, verdict
 
-    items = preflight(cfg, runs_dir, probes=probes)
+    items = preflight(cfg, runs_dir, probes=probes, n_runs=n_runs)
     result = verdict(items)
     bad = [i for i in items if i.verdict == "fail" or (i.verdict == "warn" and not force)]
     if result == "fail" or (result == "warn" and not force):
@@ -129,12 +130,14 @@ def _check_preflight(cfg: RunConfig, runs_dir: Path, force: bool, probes: Any) -
 
 def launch_run(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, name: str = "",
                tags: Iterable[str] = (), force: bool = False, requested: dict | None = None, *,
-               probes: Any = None, data_roots: Sequence[Path | str] | None = None) -> str:
+               probes: Any = None, data_roots: Sequence[Path | str] | None = None,
+               group: dict[str, Any] | None = None) -> str:
     """Create ``runs/<id>/``, start the trainer detached, and return the run id.
 
     Refuses (LaunchError / UnsafePathError, nothing written) when the dataset lies outside
     `data_roots` (if given) or the pre-flight check fails, or warns without `force`.
     `requested` is the config as the user gave it (partial dict), kept in run.json.
+    `group` is for `launch_seeds` only: ``{"id", "name", "size", "after", "ensemble_of"}``.
     """
     tags = list(dict.fromkeys(check_tag(t) for t in tags))
     name = clean_text(name)
@@ -144,18 +147,58 @@ def launch_run(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, name: st
     cfg = cfg.replace(**{"data.path": str(data_path)})
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    _check_preflight(cfg, runs_dir, force, probes)
+    group = group or {}
+    if not group.get("after"):   # later runs of a seed group were checked with the first, for all of them
+        _check_preflight(cfg, runs_dir, force, probes, n_runs=int(group.get("size", 1)))
     run_id, files = _make_run_dir(runs_dir, name)
+    extra = []
+    if group.get("after"):
+        extra += ["--after", str(run_path(runs_dir, group["after"]))]
+    if group.get("ensemble_of"):
+        extra += ["--ensemble-of", ",".join(group["ensemble_of"])]
     try:
         write_json_atomic(files.root / LAUNCH_CONFIG, cfg.to_dict())
         write_json_atomic(files.run_info, {"id": run_id, "name": name, "tags": tags, "note": "",
-                                           "created": time.time(), "requested": requested or cfg.to_dict()})
+                                           "created": time.time(), "requested": requested or cfg.to_dict(),
+                                           **({"group": group["id"], "group_name": group["name"]} if group else {})})
         update_status(files, state="queued", epoch=0, epochs_planned=sum(cfg.train.phase_epochs))
-        _record_launch(files, _start_trainer(files, files.root / LAUNCH_CONFIG, resume=False))
+        _record_launch(files, _start_trainer(files, files.root / LAUNCH_CONFIG, resume=False, extra=extra))
     except OSError as exc:
         shutil.rmtree(files.root, ignore_errors=True)
         raise LaunchError(f"could not start the trainer for {run_id}: {exc}") from exc
     return run_id
+
+
+MAX_SEEDS = 20
+"""Most runs one seed group launches."""
+
+
+def launch_seeds(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, seeds: int = 3, name: str = "",
+                 tags: Iterable[str] = (), force: bool = False, requested: dict | None = None, *,
+                 probes: Any = None, data_roots: Sequence[Path | str] | None = None) -> list[str]:
+    """Launch a seed group: `seeds` runs of `cfg` with ``runtime.seed`` = seed, seed + 1, ...,
+    trained one after another (each trainer waits, queued, for the run before it to end), the
+    last one combining every run of the group that finished into an ensemble run
+    (`atft_core.ensemble`). Returns the run ids in training order.
+
+    The pre-flight check runs once, before anything starts, for all of them (disk for every
+    run; memory for one, since only one trains at a time). Every run carries the tag
+    ``seeds-<group id>`` and run.json's ``group``, so the Compare page finds the group.
+    """
+    if not 2 <= seeds <= MAX_SEEDS:
+        raise LaunchError(f"a seed group has 2 to {MAX_SEEDS} runs, got {seeds}")
+    group_id = secrets.token_hex(3)
+    name = clean_text(name)
+    tags = [*tags, f"seeds-{group_id}"]
+    ids: list[str] = []
+    for i in range(seeds):
+        seed = cfg.runtime.seed + i
+        member_requested = merge_overrides(requested or cfg.to_dict(), {"runtime.seed": seed})
+        group = {"id": group_id, "name": name or f"seeds {group_id}", "size": seeds,
+                 "after": ids[-1] if ids else None, "ensemble_of": list(ids) if i == seeds - 1 else []}
+        ids.append(launch_run(cfg.replace(**{"runtime.seed": seed}), runs_dir, f"{name} seed {seed}".strip(), tags,
+                              force, member_requested, probes=probes, data_roots=data_roots, group=group))
+    return ids
 
 
 def _make_run_dir(runs_dir: Path, name: str) -> tuple[str, RunFiles]:
@@ -172,13 +215,19 @@ def _make_run_dir(runs_dir: Path, name: str) -> tuple[str, RunFiles]:
 
 def launch_from_cli(runs_dir: Path | str, config_file: str | None, args: list[str], name: str = "",
                     tags: Iterable[str] = (), force: bool = False,
-                    data_roots: Sequence[str] | None = None) -> str:
-    """`launch` as the CLI gives it: a JSON file plus ``--section.field=value`` overrides."""
+                    data_roots: Sequence[str] | None = None, seeds: int = 1) -> str:
+    """`launch` as the CLI gives it: a JSON file plus ``--section.field=value`` overrides; with
+    `seeds` > 1 a seed group (`launch_seeds`), whose run ids are returned one per line."""
     overrides, rest = parse_overrides(args)
     if rest:
         raise ConfigError(f"unrecognised launch arguments: {' '.join(rest)} (overrides look like --model.hidden_size=128)")
     requested = merge_overrides(load_config_file(config_file) if config_file else {}, overrides)
     cfg = RunConfig.from_dict(requested)
+    if seeds < 1:
+        raise LaunchError(f"--seeds must be >= 1, got {seeds}")
+    if seeds > 1:
+        return "\n".join(launch_seeds(cfg, runs_dir, seeds, name=name, tags=tags, force=force, requested=requested,
+                                      data_roots=data_roots))
     return launch_run(cfg, runs_dir, name=name, tags=tags, force=force, requested=requested, data_roots=data_roots)
 
 

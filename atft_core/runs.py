@@ -537,6 +537,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default="")
     s.add_argument("--tag", action="append", default=[])
     s.add_argument("--force", action="store_true", help="launch despite pre-flight warnings (never failures)")
+    s.add_argument("--seeds", type=int, default=1, help="N > 1: a seed group, trained one after another, then "
+                   "combined into an ensemble run; prints the N run ids")
     s.add_argument("--data-root", action="append", default=[], help="allowed dataset folder (repeatable)")
     s = sub.add_parser("stop", help="SIGTERM the run's process group, SIGKILL after --grace seconds")
     s.add_argument("run_id")
@@ -576,7 +578,7 @@ def _run_command(args: argparse.Namespace, extra: list[str]) -> int:  # noqa: C9
         print(json.dumps(run_state(rd, args.run_id).to_dict(), indent=2))
     elif args.command == "launch":
         print(launcher.launch_from_cli(rd, args.config, extra, name=args.name, tags=args.tag,
-                                       force=args.force, data_roots=args.data_root or None))
+                                       force=args.force, data_roots=args.data_root or None, seeds=args.seeds))
     elif args.command == "stop":
         kwargs = {} if args.grace is None else {"grace_seconds": args.grace}
         print(launcher.stop_run(rd, args.run_id, **kwargs))

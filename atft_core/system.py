@@ -338,10 +338,11 @@ def _check_memory(eff: RunConfig, ds: _Dataset, machine: MachineStatus) -> Check
     return CheckItem("panel memory", "pass", text)
 
 
-def _check_disk(runs_dir: Path, ckpt: int, ckpt_detail: str, probes: Probes) -> CheckItem:
-    need = ckpt + LOG_ALLOWANCE_BYTES
+def _check_disk(runs_dir: Path, ckpt: int, ckpt_detail: str, probes: Probes, n_runs: int = 1) -> CheckItem:
+    need = (ckpt + LOG_ALLOWANCE_BYTES) * n_runs
     free = probes.disk_free(runs_dir)
-    text = f"{_gib(free)} free at {runs_dir}; a run writes ~{_gib(need)} ({ckpt_detail} + logs)"
+    writer = "a run writes" if n_runs == 1 else f"{n_runs} runs write"
+    text = f"{_gib(free)} free at {runs_dir}; {writer} ~{_gib(need)} ({ckpt_detail} + logs{' each' if n_runs > 1 else ''})"
     if free < need * DISK_SAFETY_FACTOR:
         return CheckItem("disk (runs)", "fail", text + f": need at least {_gib(need * DISK_SAFETY_FACTOR)}")
     if free - need < LOW_DISK_BYTES:
@@ -362,8 +363,13 @@ def _check_checkpoint(cfg: RunConfig, n_features: int, items: list[CheckItem]) -
     return ckpt, detail
 
 
-def preflight(cfg: RunConfig, runs_dir: Path | str, probes: Probes | None = None) -> list[CheckItem]:
-    """The checklist for training `cfg` into `runs_dir`; see `verdict` for the overall answer."""
+def preflight(cfg: RunConfig, runs_dir: Path | str, probes: Probes | None = None, n_runs: int = 1) -> list[CheckItem]:
+    """The checklist for training `cfg` into `runs_dir`; see `verdict` for the overall answer.
+
+    `n_runs` > 1 checks for that many runs of `cfg` trained one after another (a seed group):
+    memory as for one, disk for all of them."""
+    if n_runs < 1:
+        raise ValueError(f"preflight: n_runs must be >= 1, got {n_runs}")
     probes = probes or Probes()
     runs_dir = Path(runs_dir)
     data_dir = Path(cfg.data.path).expanduser().resolve().parent
@@ -381,7 +387,7 @@ def preflight(cfg: RunConfig, runs_dir: Path | str, probes: Probes | None = None
         items.append(CheckItem("checkpoint size", "pass", "unknown until the dataset can be read"))
     else:
         ckpt, ckpt_detail = _check_checkpoint(cfg, n_features, items)
-    items.append(_check_disk(runs_dir, ckpt, ckpt_detail, probes))
+    items.append(_check_disk(runs_dir, ckpt, ckpt_detail, probes, n_runs))
     data_free = machine.disk_free[str(data_dir)]
     items.append(CheckItem("disk (dataset)", "warn" if data_free < LOW_DISK_BYTES else "pass",
                            f"{_gib(data_free)} free at {data_dir}"))

@@ -4,6 +4,7 @@
     python -m atft_core.train --config my.json --model.hidden_size=256 --run-dir runs/big
     python -m atft_core.train --resume runs/my-run
     python -m atft_core.train --config my.json --print-config
+    python -m atft_core.train --config my.json --run-dir runs/s1 --after runs/s0 --ensemble-of s0
 
 A step takes whole trading days (``train.days_per_step`` consecutive ones), never a random mix of
 stock-days, because every ranking loss and metric is cross-sectional. Phases: 0 baseline (no
@@ -27,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -541,21 +542,32 @@ def _finite(value: float) -> float | None:
 # Entry point
 
 
-def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False) -> str:
+def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False, after: str | Path | None = None,
+                 ensemble_of: Sequence[str] = ()) -> str:
     """Train `requested` into `run_dir`; returns the final state. Never raises for a failed run:
-    the failure is recorded in status.json (state 'failed', with the error) and returned."""
+    the failure is recorded in status.json (state 'failed', with the error) and returned.
+
+    `after`: the folder of a run to wait for first (state 'queued' meanwhile; a seed group trains
+    one run at a time). `ensemble_of`: ids of earlier runs in the same runs folder; when this
+    run has finished, it and those of them that finished are combined into an ensemble run.
+    """
     files = RunFiles(Path(run_dir))
     files.root.mkdir(parents=True, exist_ok=True)
     files.checkpoints.mkdir(exist_ok=True)
     _setup_logging(files)
     status = StatusFile(files, requested.runtime.heartbeat_seconds)
-    status.set(state="running", pid=os.getpid(), started=time.time(), ended=None, error=None)
+    status.set(state="queued" if after else "running", pid=os.getpid(), started=time.time(), ended=None, error=None)
     status.start()
     trainer: Trainer | None = None
     # Installed first, so a stop during start-up (panel loading) is honoured too.
     stop_event = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
     try:
+        if after is not None:
+            if not wait_for_run(Path(after), stop_event, requested.runtime.heartbeat_seconds):
+                status.set(state="stopped", ended=time.time(), error=f"stopped while waiting for {Path(after).name}")
+                return "stopped"
+            status.set(state="running", started=time.time())
         cfg = resolve_here(requested)
         _configure_torch(cfg)
         _seed_everything(cfg.runtime.seed)
@@ -570,6 +582,8 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
                 trainer.final_evaluation(metrics)
         status.set(state=state, ended=time.time(), epoch=trainer.progress.epoch)
         log.info("run %s", state)
+        if ensemble_of and state in ("completed", "early_stopped"):
+            _combine_group(files, ensemble_of, status)
         return state
     except Exception as exc:  # the run's outcome is recorded, whatever went wrong
         log.exception("run failed")
@@ -578,6 +592,53 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
     finally:
         signal.signal(signal.SIGTERM, previous)
         status.close()
+
+
+def wait_for_run(run_dir: Path, stop_event: threading.Event, poll_seconds: float) -> bool:
+    """Block until the run in `run_dir` is no longer queued or running (finished, failed,
+    stopped, crashed or deleted); False if `stop_event` is set first."""
+    from atft_core.runs import LIVE_STATES, RunError, run_state
+
+    log.info("queued: waiting for run %s to finish", run_dir.name)
+    while True:
+        try:
+            if run_state(run_dir.parent, run_dir.name).status not in LIVE_STATES:
+                return True
+        except RunError:  # deleted meanwhile: nothing to wait for
+            return True
+        if stop_event.wait(poll_seconds):
+            return False
+
+
+def _combine_group(files: RunFiles, earlier: Sequence[str], status: StatusFile) -> None:
+    """Combine this run and the earlier runs of its group that finished into an ensemble run;
+    a failure is logged and shown as a warning, never fails the run that trained fine."""
+    from atft_core.ensemble import FINISHED, build_ensemble
+    from atft_core.runs import RunError, run_state
+
+    runs_dir = files.root.parent
+    members = []
+    for run_id in [*earlier, files.root.name]:
+        try:
+            if run_state(runs_dir, run_id).status in FINISHED:
+                members.append(run_id)
+        except RunError:
+            continue
+    info = read_json(files.run_info) or {}
+    if len(members) < 2:
+        message = f"seed group: {len(members)} of {len(earlier) + 1} runs finished; no ensemble built"
+        log.warning(message)
+        status.set(warning=message)
+        return
+    try:
+        ensemble_id = build_ensemble(runs_dir, members, name=f"{info.get('group_name') or 'seeds'} ensemble",
+                                     tags=info.get("tags") or ())
+    except (RunError, OSError) as exc:
+        log.warning("seed group: no ensemble built: %s", exc)
+        status.set(warning=f"no ensemble built: {exc}")
+        return
+    log.info("seed group: ensemble run %s of %s", ensemble_id, ", ".join(members))
+    status.set(ensemble=ensemble_id)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -604,13 +665,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    state = run_training(cfg, run_dir, resume=bool(options.get("resume")))
+    state = run_training(cfg, run_dir, resume=bool(options.get("resume")), after=options.get("after"),
+                         ensemble_of=[i for i in options.get("ensemble_of", "").split(",") if i])
     return 0 if state in ("completed", "early_stopped", "stopped") else 1
 
 
 def _parse_rest(rest: list[str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    flags = {"--config": "config", "--run-dir": "run_dir", "--resume": "resume"}
+    flags = {"--config": "config", "--run-dir": "run_dir", "--resume": "resume", "--after": "after",
+             "--ensemble-of": "ensemble_of"}
     i = 0
     while i < len(rest):
         arg = rest[i]

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from atft_core.data.validate import validate_dataset
 from atft_core.config import ModelConfig, RunConfig, TrainConfig
-from atft_core.run_files import MetricsWriter, RunFiles, update_status, write_json_atomic
+from atft_core.run_files import MetricsWriter, RunFiles, read_json, update_status, write_json_atomic
 from atft_core.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,6 +172,27 @@ def test_launch_tiny_demo_run_and_follow_it_to_the_end(dirs):
     next(b for b in at.button if b.label.startswith("Launch another")).click().run()
     assert not launch_button(at).disabled  # a deliberate new submission may launch again
     assert [p.name for p in runs.iterdir() if not p.name.startswith(".")] == run_ids
+
+
+def test_seed_group_launches_from_new_run(dirs):
+    from atft_core import launcher
+
+    _, runs = dirs
+    at = set_fields(app(), {**TINY})
+    at.number_input(key="run_seeds").set_value(2).run()
+    assert any("for 2 runs, one at a time" in h for h in texts(at, "subheader"))
+    if [c for c in at.checkbox if c.key == "confirm_warnings"]:
+        next(c for c in at.checkbox if c.key == "confirm_warnings").check().run()
+    launch_button(at).click().run()
+    no_exceptions(at)
+    run_ids = sorted(p.name for p in runs.iterdir() if not p.name.startswith("."))
+    try:
+        assert len(run_ids) == 2 and texts(at, "title") == ["Run"], texts(at, "error")
+        infos = [read_json(RunFiles(runs / i).run_info) for i in run_ids]
+        assert infos[0]["group"] == infos[1]["group"] and [i["requested"]["runtime"]["seed"] for i in infos] == [0, 1]
+    finally:
+        for run_id in run_ids:
+            launcher.stop_run(runs, run_id, grace_seconds=30)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -216,3 +216,45 @@ def test_stop_saves_last_checkpoint(dataset: Path, tmp_path: Path) -> None:
     assert files.last_checkpoint.stat().st_mtime_ns > before, "last.pt was not saved on stop"
     state = torch.load(files.last_checkpoint, weights_only=True)
     assert isinstance(state, dict) and "config" in state
+
+
+def test_seed_group_trains_one_run_after_another_then_combines_them(dataset: Path, tmp_path: Path) -> None:
+    ids = launcher.launch_seeds(tiny(dataset, "1,1,0,0"), tmp_path, seeds=2, name="grp", tags=["mine"], force=True)
+    states = [final(tmp_path, run_id, timeout=120) for run_id in ids]
+    assert [s.status for s in states] == ["completed", "completed"], runs.log_tail(tmp_path, ids[1])
+    first, second = (read_json(RunFiles(tmp_path / i).status) for i in ids)
+    assert second["started"] >= first["ended"], "the second seed trained while the first was training"
+    configs = [read_json(RunFiles(tmp_path / i).config)["config"]["runtime"]["seed"] for i in ids]
+    assert configs == [0, 1]
+    infos = [read_json(RunFiles(tmp_path / i).run_info) for i in ids]
+    group_tag = next(t for t in infos[0]["tags"] if t.startswith("seeds-"))
+    assert infos[0]["group"] == infos[1]["group"] and infos[1]["tags"] == ["mine", group_tag]
+    wait_for(lambda: "ensemble" in (read_json(RunFiles(tmp_path / ids[1]).status) or {}), 30, "the ensemble")
+    ensemble = read_json(RunFiles(tmp_path / ids[1]).status)["ensemble"]
+    summary = runs.run_state(tmp_path, ensemble)
+    assert (summary.status, summary.model_kind, summary.name) == ("completed", "ensemble", "grp ensemble")
+    assert read_json(RunFiles(tmp_path / ensemble).config)["ensemble"]["members"] == ids
+    assert group_tag in summary.tags
+
+
+def test_a_queued_seed_stops_at_once_and_the_group_builds_no_ensemble(dataset: Path, tmp_path: Path) -> None:
+    ids = launcher.launch_seeds(tiny(dataset, "1,1,0,0"), tmp_path, seeds=2, force=True)
+    log = RunFiles(tmp_path / ids[1]).log      # written once its SIGTERM handler is in place
+    wait_for(lambda: log.exists() and "waiting for run" in log.read_text(), 60, "the queued trainer")
+    assert runs.run_state(tmp_path, ids[1]).status == "queued"
+    assert launcher.stop_run(tmp_path, ids[1], grace_seconds=30) == "stopped"
+    assert "while waiting" in read_json(RunFiles(tmp_path / ids[1]).status)["error"]
+    assert final(tmp_path, ids[0], timeout=120).status == "completed"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == sorted(ids)
+
+
+def test_seed_group_bounds_and_a_failed_preflight_start_nothing(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(launcher.LaunchError, match="2 to"):
+        launcher.launch_seeds(tiny(dataset), tmp_path, seeds=1)
+    with pytest.raises(launcher.LaunchError, match="--seeds must be >= 1"):
+        launcher.launch_from_cli(tmp_path, None, [f"--data.path={dataset}"], seeds=0)
+    bad = tiny(dataset).replace(**{"runtime.device": "cuda"}) if not torch.cuda.is_available() else None
+    if bad is not None:
+        with pytest.raises(launcher.LaunchError, match="pre-flight"):
+            launcher.launch_seeds(bad, tmp_path, seeds=3)
+    assert not tmp_path.exists() or not [p for p in tmp_path.iterdir()]

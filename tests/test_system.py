@@ -130,6 +130,16 @@ def test_disk_verdicts(dataset: Path, tmp_path: Path) -> None:
     assert with_disk(100 * GiB).verdict == "pass"
 
 
+def test_a_seed_group_needs_disk_for_every_run(dataset: Path, tmp_path: Path) -> None:
+    free = 3 * system.DISK_SAFETY_FACTOR * system.LOG_ALLOWANCE_BYTES     # three runs' worth, with the margin
+    def disk(n_runs: int) -> CheckItem:
+        return item(preflight(cfg_for(dataset), tmp_path, probes(disk_free=lambda p: free), n_runs=n_runs), "disk (runs)")
+    assert disk(1).verdict != "fail" and "a run writes" in disk(1).detail
+    assert disk(5).verdict == "fail" and "5 runs write" in disk(5).detail
+    with pytest.raises(ValueError, match="n_runs"):
+        preflight(cfg_for(dataset), tmp_path, probes(), n_runs=0)
+
+
 def test_checkpoint_size_counts_real_parameters(dataset: Path, tmp_path: Path) -> None:
     small = system.count_parameters(cfg_for(dataset), 10)
     large = system.count_parameters(cfg_for(dataset, **{"model.hidden_size": 64}), 10)
