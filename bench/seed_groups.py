@@ -4,7 +4,8 @@
     python bench/seed_groups.py --splits val,test ...    # test too: only for windows whose test
                                                         # segment is not the report's test year
 
-Runs are grouped by folder name without its ``-s<seed>`` suffix. For every run, then every
+Runs are grouped by their seed group (run.json's ``group_name``, from `runs launch --seeds`)
+or else by folder name without its ``-s<seed>`` suffix. For every run, then every
 group's ensemble (`atft_core.ensemble.combine_predictions`), prints the mean daily RankIC (1d)
 and its standard error on each split, the paired t against minus ``feat_ret_1d`` (=
 reversal_1d) on the same rows, and the run's validation RankIC per epoch. The two factors
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from atft_core.ensemble import combine_predictions  # noqa: E402
 from atft_core.evaluation import daily_rank_ic_frame, load_predictions  # noqa: E402
 from atft_core.metrics import paired_t  # noqa: E402
-from atft_core.run_files import RunFiles  # noqa: E402
+from atft_core.run_files import RunFiles, read_json  # noqa: E402
 
 REFERENCE = "feat_ret_1d"
 FACTORS = ("feat_ret_1d", "feat_close_loc")
@@ -73,7 +74,8 @@ def main(argv: list[str]) -> int:
     splits = [s for s in args.splits.split(",") if s]
     groups: dict[str, list[Path]] = {}
     for run in map(Path, args.runs):
-        groups.setdefault(re.sub(r"-s\d+$", "", run.name), []).append(run)
+        group = (read_json(RunFiles(run).run_info) or {}).get("group_name")   # a seed group from the launcher
+        groups.setdefault(group or re.sub(r"-s\d+$", "", run.name), []).append(run)
     first = load_predictions(RunFiles(Path(args.runs[0])).predictions)
     reference = factor_frame(first, Path(args.dataset), REFERENCE)
     for feature in FACTORS:
