@@ -556,7 +556,8 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
     files.checkpoints.mkdir(exist_ok=True)
     _setup_logging(files)
     status = StatusFile(files, requested.runtime.heartbeat_seconds)
-    status.set(state="queued" if after else "running", pid=os.getpid(), started=time.time(), ended=None, error=None)
+    status.set(state="queued" if after else "running", pid=os.getpid(), started=time.time(), ended=None, error=None,
+               phase_name=f"waiting for {Path(after).name}" if after else "")
     status.start()
     trainer: Trainer | None = None
     # Installed first, so a stop during start-up (panel loading) is honoured too.
@@ -567,7 +568,7 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
             if not wait_for_run(Path(after), stop_event, requested.runtime.heartbeat_seconds):
                 status.set(state="stopped", ended=time.time(), error=f"stopped while waiting for {Path(after).name}")
                 return "stopped"
-            status.set(state="running", started=time.time())
+            status.set(state="running", started=time.time(), phase_name="")
         cfg = resolve_here(requested)
         _configure_torch(cfg)
         _seed_everything(cfg.runtime.seed)

@@ -241,7 +241,8 @@ def test_a_queued_seed_stops_at_once_and_the_group_builds_no_ensemble(dataset: P
     ids = launcher.launch_seeds(tiny(dataset, "1,1,0,0"), tmp_path, seeds=2, force=True)
     log = RunFiles(tmp_path / ids[1]).log      # written once its SIGTERM handler is in place
     wait_for(lambda: log.exists() and "waiting for run" in log.read_text(), 60, "the queued trainer")
-    assert runs.run_state(tmp_path, ids[1]).status == "queued"
+    waiting = runs.run_state(tmp_path, ids[1])
+    assert (waiting.status, waiting.phase_name) == ("queued", f"waiting for {ids[0]}")
     assert launcher.stop_run(tmp_path, ids[1], grace_seconds=30) == "stopped"
     assert "while waiting" in read_json(RunFiles(tmp_path / ids[1]).status)["error"]
     assert final(tmp_path, ids[0], timeout=120).status == "completed"

@@ -37,6 +37,8 @@ def status(summary: runs.RunSummary) -> None:
     st.progress(min(1.0, done / planned) if planned else 0.0, text=f"epoch {done} of {planned or '?'}")
     if summary.reason:
         (st.error if summary.status in ("failed", "crashed") else st.info)(summary.reason)
+    elif summary.status == "queued" and summary.phase_name:
+        st.info(f"Queued, {summary.phase_name}: a seed group trains one run at a time.")
 
 
 def live_charts(metrics: pl.DataFrame) -> None:
