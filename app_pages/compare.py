@@ -4,7 +4,7 @@ ensemble run."""
 
 import streamlit as st
 
-from atft_core import evaluation, runs
+from atft_core import runs
 from atft_core.ensemble import build_ensemble
 from atft_core.run_files import RunFiles, read_json
 from ui import charts, live, logic, state
@@ -68,7 +68,7 @@ else:
                           format_func={"val": "validation", "test": "test"}.get)
     horizon = cols[2].selectbox("Horizon (days)", horizons, key="paired_horizon")
     try:
-        st.dataframe(evaluation.paired_comparison(runs_dir, list(finished), reference, split, horizon), hide_index=True)
+        st.dataframe(live.paired_comparison(runs_dir, list(finished), reference, split, horizon), hide_index=True)
         st.caption("Means over the days both runs have; t = mean / standard error of the daily differences. "
                    "On a year of real data a mean daily RankIC has a standard error of about 0.006, so "
                    "means that differ by less than ~2 standard errors (|t| < 2) may differ by chance.")

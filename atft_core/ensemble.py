@@ -94,11 +94,12 @@ def build_ensemble(runs_dir: Path | str, member_ids: Sequence[str], name: str = 
     members = _members(runs_dir, member_ids)
     horizons = _common_horizons(members)
     combined = combine_predictions([m["predictions"] for m in members], horizons)
-    run_id = new_run_id(clean_text(name) or f"ensemble-{len(members)}")
+    name = clean_text(name)
+    run_id = new_run_id(name or f"ensemble-{len(members)}")
     staging = runs_dir / f".building-{run_id}"
     staging.mkdir()
     try:
-        _write_run(RunFiles(staging), run_id, clean_text(name), [check_tag(t) for t in tags], members, horizons, combined)
+        _write_run(RunFiles(staging), run_id, name, [check_tag(t) for t in tags], members, horizons, combined)
         os.replace(staging, runs_dir / run_id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -196,9 +197,7 @@ def _write_run(files: RunFiles, run_id: str, name: str, tags: list[str], members
                                        "requested": {ENSEMBLE_KIND: {"members": member_ids}}})
     write_json_atomic(files.config, {"config": members[0]["config"], "ensemble": section,
                                      "requested": {ENSEMBLE_KIND: {"members": member_ids}}, "resolved": resolved})
-    tmp = files.predictions.with_name(f".{files.predictions.name}.tmp")
-    combined.write_parquet(tmp)
-    os.replace(tmp, files.predictions)
+    combined.write_parquet(files.predictions)   # the staging folder is renamed into place whole
     with MetricsWriter(files.metrics) as metrics:
         val = _split_metrics(combined, "val", horizons)
         metrics.log(epoch=1, step=0, phase=0, values={**val, "val/best_rank_ic": val.get("val/rank_ic"),

@@ -51,6 +51,19 @@ def run_evaluation(runs_dir: Path, run_id: str, window: int, horizon: int | None
 
 
 @st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
+def _paired(runs_dir: str, run_ids: tuple[str, ...], reference: str, split: str, horizon: int,
+            stamps: tuple) -> pl.DataFrame:
+    return evaluation.paired_comparison(runs_dir, list(run_ids), reference, split, horizon)
+
+
+def paired_comparison(runs_dir: Path, run_ids: list[str], reference: str, split: str, horizon: int) -> pl.DataFrame:
+    """`evaluation.paired_comparison`, recomputed only when one of the predictions files changes."""
+    ids = tuple(run_ids)
+    stamps = tuple(_stamp(RunFiles(Path(runs_dir) / r).predictions) for r in ids)
+    return _paired(str(runs_dir), ids, reference, split, horizon, stamps)
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
 def _dataset_summary(path: str, stamp: tuple):
     from atft_core.data.validate import validate_dataset
 
