@@ -6,6 +6,9 @@
     python bench/quality.py --from-results           # ... from docs/quality/results.json alone
     python bench/quality.py --smoke --runs-dir /tmp/q --out /tmp/q/report   # synthetic, ~30 s
     python bench/quality.py --list                   # the rows and their settings
+    python bench/quality.py --device cuda --jobs 6 --threads 2 --phase-epochs 1,1,3,1 --max-train-days 0
+                                                     # no cuts, six rows at a time on a GPU machine
+                                                     # (add --train-only where altair is missing)
 
 Protocol: the real panel in ../shared/data is built with the project's own `build` into
 `<runs-dir>/dataset.parquet` (reused while the raw files and build options are unchanged);
@@ -17,7 +20,7 @@ per-date mean of the seeds' z-scored predictions: a row without training of its 
 ablations (GAT off, FAN off, fixed gate, large hidden size, RankIC / CS-IC loss weights, a single
 phase); then the default model and every baseline again with data.execution_lag=1. Each row is one
 `python -m atft_core.train` subprocess (with the launcher's allocator settings) into
-`<runs-dir>/<row>`; a row whose run completed with the same requested config and dataset is
+`<runs-dir>/<row>`, --jobs of them at a time; a row whose run completed with the same requested config and dataset is
 reused, a stopped one resumed. The numbers go to `<out>/quality/results.json`, the page to
 `<out>/quality.md`, the plots to `<out>/quality/*.png` (analysis in quality_report.py).
 """
@@ -37,7 +40,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import polars as pl
@@ -118,7 +121,7 @@ PROFILES = {
     "real": Profile(base={"data.start": TRAIN_START, "data.train_end": TRAIN_END, "data.val_end": VAL_END,
                           "runtime.num_threads": 1},
                     deep={}, knobs=Knobs(phase_epochs=(1, 1, 1, 1), hidden=64, hidden_large=256,
-                                         max_train_days=400, seeds=3, mode="optimized"), poll_seconds=15.0),
+                                         max_train_days=400, seeds=3, mode="optimized"), poll_seconds=1.0),
     "tiny": Profile(base={"data.horizons": (1, 5), "data.lookback": 10, "data.min_stocks_per_day": 10,
                           "runtime.num_threads": 1},
                     deep={"model.encoder_heads": 2, "model.gat_heads": 2, "model.fan_top_k": 2,
@@ -141,6 +144,10 @@ class Settings:
     device: str
     poll_seconds: float
     only: tuple[str, ...]
+    jobs: int
+    """Rows trained at the same time (1 on this 2-core CPU; more on a GPU machine with many cores)."""
+    threads: int | None
+    """runtime.num_threads of every row, if given (else the profile's)."""
     command: str
     """This invocation, as typed (recorded with every row it trains)."""
 
@@ -243,6 +250,8 @@ def row_config(row: Row, s: Settings, profile: Profile, deep_start: str) -> RunC
         values.update({"model.hidden_size": s.knobs.hidden, "train.phase_epochs": s.knobs.phase_epochs})
         if deep_start:
             values["data.start"] = deep_start
+    if s.threads:
+        values["runtime.num_threads"] = s.threads
     values.update(row.overrides)
     return RunConfig().replace(**values)
 
@@ -346,39 +355,69 @@ def _progress(files: RunFiles, seen: tuple) -> tuple[tuple, str | None]:
                  f", best val RankIC {best_text}")
 
 
-def _watch(proc: subprocess.Popen, files: RunFiles, row: Row, poll_seconds: float, clock: Clock) -> None:
-    """Wait for the trainer, printing a line whenever its epoch or phase changes."""
+@dataclass
+class Training:
+    """One row's trainer subprocess, started and not yet waited for."""
+
+    row: Row
+    run_dir: Path
+    proc: subprocess.Popen
+    log: IO[str]
     seen: tuple = ()
-    while True:
-        try:
-            proc.wait(timeout=poll_seconds)
-            return
-        except subprocess.TimeoutExpired:
-            seen, line = _progress(files, seen)
-            if line:
-                clock.say(f"  {row.name}: {line}")
 
 
-def train_row(row: Row, cfg: RunConfig, run_dir: Path, resume: bool, s: Settings, clock: Clock) -> str:
-    """Train one row in a `python -m atft_core.train` subprocess; returns its final state."""
+def start_row(row: Row, cfg: RunConfig, run_dir: Path, resume: bool, s: Settings) -> Training:
+    """Start one row's `python -m atft_core.train` subprocess (output to its trainer.out)."""
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)  # a different config or a failed run: start clean
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / COMMAND_FILE).write_text(s.command)
-    files = RunFiles(run_dir)
     env = {**os.environ, **TRAINER_ENV}
-    with open(run_dir / "trainer.out", "a") as out:
-        proc = subprocess.Popen(_command(run_dir, cfg, resume), cwd=REPO_ROOT, env=env, stdout=out, stderr=out)
-        try:
-            _watch(proc, files, row, s.poll_seconds, clock)
-        except KeyboardInterrupt:
-            proc.terminate()  # the trainer saves last.pt; the next invocation resumes the row
-            proc.wait()
-            raise
-    status = read_json(files.status) or {}
+    log = open(run_dir / "trainer.out", "a")
+    proc = subprocess.Popen(_command(run_dir, cfg, resume), cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
+    return Training(row, run_dir, proc, log)
+
+
+def finish_row(t: Training, clock: Clock, tag: str) -> str:
+    """Close a finished trainer's log, print its outcome and times; returns its final state."""
+    t.log.close()
+    status = read_json(RunFiles(t.run_dir).status) or {}
     if status.get("error"):
-        clock.say(f"  {row.name}: {status.get('state')}: {status['error']}")
-    return status.get("state") or "failed"
+        clock.say(f"  {t.row.name}: {status.get('state')}: {status['error']}")
+    final = status.get("state") or "failed"
+    train, run = run_times(t.run_dir)
+    clock.say(f"{tag} {t.row.name}: {final}, training loop {train:.0f} s, run {run or 0:.0f} s")
+    return final
+
+
+def run_pool(jobs: list[tuple[Row, RunConfig, Path, bool]], s: Settings, clock: Clock) -> None:
+    """Train the rows, at most `s.jobs` at a time, printing a line whenever one's epoch or phase changes.
+
+    Ctrl-C stops every running trainer (each saves last.pt; the next invocation resumes it).
+    """
+    pending, active, done = list(jobs), [], 0
+    try:
+        while pending or active:
+            while pending and len(active) < s.jobs:
+                row, cfg, run_dir, resume = pending.pop(0)
+                clock.say(f"{row.name}: {'resuming' if resume else 'training'} ({row.label})")
+                active.append(start_row(row, cfg, run_dir, resume, s))
+            time.sleep(s.poll_seconds)
+            for t in list(active):
+                if t.proc.poll() is None:
+                    t.seen, line = _progress(RunFiles(t.run_dir), t.seen)
+                    if line:
+                        clock.say(f"  {t.row.name}: {line}")
+                    continue
+                active.remove(t)
+                done += 1
+                finish_row(t, clock, f"[{done}/{len(jobs)}]")
+    except KeyboardInterrupt:
+        for t in active:
+            t.proc.terminate()
+        for t in active:
+            t.proc.wait()
+        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -652,6 +691,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--list", action="store_true", help="print the rows and exit")
     ap.add_argument("--report-only", action="store_true", help="no training: report from the finished runs")
     ap.add_argument("--from-results", action="store_true", help="no training: report from <out>/quality/results.json")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train the rows, write no report (on a machine without altair; --report-only later)")
     ap.add_argument("--device", default="auto", help="runtime.device of every row")
     real = PROFILES["real"].knobs
     ap.add_argument("--mode", choices=("safe", "optimized"), default=None, help=f"train.mode of every row ({real.mode})")
@@ -664,6 +705,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--max-train-days", type=int, default=None, help="deep rows train on the last N training days, "
                     f"0 = all ({real.max_train_days}); baselines always use all")
     ap.add_argument("--seeds", type=int, default=None, help=f"seeds of the default config ({real.seeds})")
+    ap.add_argument("--jobs", type=int, default=1, help="rows trained at the same time (1; more on a GPU machine)")
+    ap.add_argument("--threads", type=int, default=None, help="runtime.num_threads of every row (1)")
     return ap.parse_args(argv)
 
 
@@ -682,6 +725,7 @@ def make_settings(args: argparse.Namespace, argv: list[str]) -> tuple[Settings, 
     settings = Settings(profile=name, dataset=dataset.resolve(), runs_dir=runs_dir.resolve(), out=out, knobs=knobs,
                         device=args.device, poll_seconds=p.poll_seconds,
                         only=tuple(x.strip() for x in args.only.split(",") if x.strip()),
+                        jobs=max(1, args.jobs), threads=args.threads,
                         command="python bench/quality.py " + shlex.join(argv))
     return settings, p
 
@@ -698,19 +742,17 @@ def prepare_dataset(s: Settings, args: argparse.Namespace, clock: Clock) -> Path
 def train_rows(rows: list[Row], s: Settings, profile: Profile, deep_start: str, clock: Clock) -> list[str]:
     """Train (or reuse / resume) each row; returns the names reused from earlier invocations."""
     fp = read_metadata(s.dataset).get("fingerprint", "")
-    reused = []
-    for i, row in enumerate(rows, 1):
+    reused, jobs = [], []
+    for row in rows:
         cfg = row_config(row, s, profile, deep_start)
         run_dir = s.runs_dir / row.name
         state = run_state(run_dir, cfg, fp)
         if state == "done":
             reused.append(row.name)
-            clock.say(f"[{i}/{len(rows)}] {row.name}: reusing the finished run")
-            continue
-        clock.say(f"[{i}/{len(rows)}] {row.name}: {'resuming' if state == 'resume' else 'training'} ({row.label})")
-        final = train_row(row, cfg, run_dir, state == "resume", s, clock)
-        train, run = run_times(run_dir)
-        clock.say(f"[{i}/{len(rows)}] {row.name}: {final}, training loop {train:.0f} s, run {run or 0:.0f} s")
+            clock.say(f"{row.name}: reusing the finished run")
+        else:
+            jobs.append((row, cfg, run_dir, state == "resume"))
+    run_pool(jobs, s, clock)
     return reused
 
 
@@ -735,6 +777,8 @@ def main(argv: list[str]) -> int:
         rows = selected_rows(s, profile)
         clock.say(f"{len(rows)} row(s) to train or reuse in {s.runs_dir}; deep rows from {deep_start or 'the start'}")
         reused = train_rows(rows, s, profile, deep_start, clock)
+    if args.train_only:
+        return 0
     results = collect(s, clock, load_before, reused)
     write_report(results, s.out, clock)
     for line in report.verdict_lines(report.verdict(results["rows"])):
