@@ -33,14 +33,16 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import polars as pl
 import psutil
 
 from atft_core.paths import UnsafePathError, check_run_id, run_path
 from atft_core.run_files import FINAL_STATES, RunFiles, read_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
 
 DEFAULT_RUNS_DIR = "runs"
 RANK_IC_METRIC = "val/rank_ic"
@@ -259,15 +261,23 @@ def run_folder(runs_dir: Path | str, run_id: str) -> RunFiles:
 # ---------------------------------------------------------------------------------------------
 # Metrics through DuckDB
 
-_CON: duckdb.DuckDBPyConnection | None = None
+_CON: "duckdb.DuckDBPyConnection | None" = None
 _CON_LOCK = threading.Lock()
 
 
-def _connection() -> duckdb.DuckDBPyConnection:
+def _duckdb():
+    """The duckdb module, imported on the first query: the trainer, the launcher and ensembles use
+    this module's run-folder helpers only, and so run where DuckDB is not installed (a bare GPU box)."""
+    import duckdb
+
+    return duckdb
+
+
+def _connection() -> "duckdb.DuckDBPyConnection":
     """The process's one in-memory DuckDB connection (never a .duckdb file a trainer could hold)."""
     global _CON
     if _CON is None:
-        _CON = duckdb.connect(":memory:")
+        _CON = _duckdb().connect(":memory:")
     return _CON
 
 
@@ -339,7 +349,7 @@ def _query(sql_for, runs: list[RunFiles], final: set[str]) -> pl.DataFrame | Non
         try:
             with _CON_LOCK:
                 return _connection().sql(sql_for(source), params=params).pl()
-        except duckdb.IOException:
+        except _duckdb().IOException:
             if attempt:
                 raise
             runs = [r for r in runs if r.root.is_dir()]
@@ -438,7 +448,7 @@ def _compact(files: RunFiles) -> bool:
             tmp.unlink(missing_ok=True)
             return False
         os.replace(tmp, target)
-    except (duckdb.Error, OSError):
+    except (_duckdb().Error, OSError):
         tmp.unlink(missing_ok=True)
         return False
     if old is not None and old != target:
