@@ -562,7 +562,7 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
     trainer: Trainer | None = None
     # Installed first, so a stop during start-up (panel loading) is honoured too.
     stop_event = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
+    previous = _install_stop_handlers(stop_event)
     try:
         if after is not None:
             if not wait_for_run(Path(after), stop_event, requested.runtime.heartbeat_seconds):
@@ -591,8 +591,24 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
         status.set(state="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}")
         return "failed"
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         status.close()
+
+
+def _install_stop_handlers(stop_event: threading.Event) -> dict[int, Any]:
+    """SIGTERM (the launcher's stop) and a first Ctrl-C (SIGINT) set `stop_event`: the trainer
+    ends its step, saves last.pt and records 'stopped', so the run can be resumed. A second
+    Ctrl-C interrupts at once. Returns the previous handlers, to be restored."""
+    previous: dict[int, Any] = {}
+
+    def on_interrupt(*_: Any) -> None:
+        stop_event.set()
+        signal.signal(signal.SIGINT, previous[signal.SIGINT] or signal.SIG_DFL)
+
+    previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_interrupt)
+    return previous
 
 
 def wait_for_run(run_dir: Path, stop_event: threading.Event, poll_seconds: float) -> bool:

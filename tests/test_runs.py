@@ -287,3 +287,12 @@ def test_query_survives_a_run_deleted_meanwhile(tmp_path: Path) -> None:
     t.join()
     assert errors == []
     assert [r.id for r in runs.list_runs(tmp_path)] == ["r1"]
+
+
+def test_trainer_launcher_and_ensembles_import_without_duckdb():
+    """Only queries need DuckDB: a bare GPU box without it can still train, launch and combine."""
+    code = ("import sys; sys.modules['duckdb'] = None\n"
+            "import atft_core.train, atft_core.launcher, atft_core.ensemble, atft_core.runs\n"
+            "assert 'duckdb' not in {m for m, v in sys.modules.items() if v is not None}")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

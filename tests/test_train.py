@@ -136,6 +136,33 @@ def test_resume_continues_without_duplicated_epochs(demo_dataset, tmp_path):
     assert epochs == [1, 2, 3]
 
 
+def test_ctrl_c_stops_the_trainer_cleanly_and_the_run_resumes(demo_dataset, tmp_path):
+    """A first SIGINT (Ctrl-C in a terminal, or a timeout's signal to the process group) is a
+    polite stop like the launcher's SIGTERM: 'stopped' with last.pt, not a stale 'running'."""
+    import signal
+    import time
+    files = RunFiles(tmp_path / "interrupted")
+    request = tmp_path / "request.json"
+    many = {"train.phase_epochs": (500, 0, 0, 0), "train.early_stopping_patience": 0}
+    request.write_text(tiny_config(demo_dataset, **many).to_json())
+    proc = subprocess.Popen([sys.executable, "-m", "atft_core.train", "--config", str(request),
+                             "--run-dir", str(files.root)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while (read_json(files.status) or {}).get("epoch", 0) < 1:   # an epoch done: the handlers are in place
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    status = read_json(files.status)
+    assert status["state"] == "stopped" and status["epoch"] < 500
+    assert files.last_checkpoint.is_file()
+    short = tiny_config(demo_dataset, **{"train.phase_epochs": (status["epoch"] + 1, 0, 0, 0)})
+    assert run_training(short, files.root, resume=True) == "completed"
+
+
 def test_baseline_runs_through_the_same_pipeline(demo_dataset, tmp_path):
     files = RunFiles(tmp_path / "ridge")
     assert run_training(tiny_config(demo_dataset, **{"model.kind": "ridge"}), files.root) == "completed"
