@@ -139,6 +139,11 @@ class LossConfig:
     target_normalization: str = "cs_zscore"
     """Point/quantile targets: 'cs_zscore' (per-date z-score), 'cs_rank' (per-date rank-gauss:
     ranks mapped to normal quantiles) or 'none' (raw returns)."""
+    neutralize: tuple[str, ...] = ()
+    """Input features whose same-day exposure is taken out of the training target, e.g.
+    feat_beta_60, feat_vol_20: per date and horizon every loss term sees the residual of a
+    least-squares fit of the target on [1, these features at t] instead of the target. Empty =
+    off. Validation, test metrics and early stopping always use the raw targets."""
 
 
 @dataclass(frozen=True)
@@ -420,6 +425,10 @@ def _problems(cfg: RunConfig) -> list[str]:  # noqa: C901 - a flat list of rules
     need(lo.soft_rank_temperature > 0.0, "loss.soft_rank_temperature: must be > 0")
     need(lo.target_normalization in TARGET_NORMALIZATIONS,
          f"loss.target_normalization: one of {list(TARGET_NORMALIZATIONS)}")
+    need(len(set(lo.neutralize)) == len(lo.neutralize), "loss.neutralize: a feature is listed twice")
+    need(all(f.startswith("feat_") for f in lo.neutralize), "loss.neutralize: names must start with 'feat_'")
+    need(not lo.neutralize or m.kind == "atft_gat_fan",
+         f"loss.neutralize: only the deep model's loss uses it; model.kind={m.kind!r} would ignore it")
     need(
         not lo.horizon_weights or len(lo.horizon_weights) == len(d.horizons),
         f"loss.horizon_weights has {len(lo.horizon_weights)} values for {len(d.horizons)} horizons {list(d.horizons)}",

@@ -29,7 +29,10 @@ target_norm is the per-date, per-horizon z-score of the target when
 transform of the target (average rank r of n valid rows -> Phi^-1((r - 0.5) / n)), which keeps
 the order but gives every date the same normal-shaped targets, so a few extreme returns
 cannot dominate the point loss; with 'none' it is the raw target. The correlations are
-invariant to it and the Sharpe term always uses raw returns. Targets that are NaN are
+invariant to it and the Sharpe term always uses raw returns. With ``loss.neutralize`` the
+"target" of every term above, Sharpe included, is first replaced per date and horizon by its
+least-squares residual on [1, the named input features on that day]: the model is then not
+rewarded for a bet on those exposures (say beta or volatility) that the day happened to pay. Targets that are NaN are
 left out of every term (per horizon). A (date, horizon) with fewer than two valid rows adds
 nothing to the cross-sectional terms; a horizon with none at all counts as correlation 0,
 return 0 and point loss 0, i.e. a constant without gradient.
@@ -57,6 +60,9 @@ MIN_GROSS = 1.0
 so the floor binds only when all predictions are equal (then the weights are 0, not 0/0)."""
 SOFT_RANK_CHUNK_ELEMENTS = 1 << 22
 """Pairs (rows x stocks) evaluated at once by the soft rank: bounds its memory, not its result."""
+NEUTRALIZE_RIDGE = 1e-6
+"""Ridge added to the per-date normal equations of `loss.neutralize`, relative to the row
+count; far below the exposures' own variance (about 1 after the dataset's z-scoring)."""
 TERM_NAMES = ("huber", "pinball", "rankic", "cs_ic", "sharpe")
 
 
@@ -99,6 +105,28 @@ def _day_rank_gauss(x: Tensor, m: Tensor, day: Tensor, n_days: int) -> Tensor:
             if sel.numel():
                 out[sel, h] = rank_gauss(x[sel, h].double()).to(x.dtype)
     return out
+
+
+def _day_residualize(y: Tensor, m: Tensor, x: Tensor, day: Tensor, n_days: int) -> Tensor:
+    """Per-(day, horizon) least-squares residual of y on [1, x] over the valid rows, 0 where invalid.
+
+    Shapes: y, m [S, H], x [S, K], day [S] -> [S, H]. Solved in float64 with a tiny ridge
+    (NEUTRALIZE_RIDGE x the day's row count), so a day with fewer rows than regressors, or a
+    constant exposure, still gives a defined residual instead of a singular system.
+    """
+    design = torch.cat([x.new_ones(x.shape[0], 1), x], dim=1).double()          # [S, K+1]
+    k1 = design.shape[1]
+    mf = m.double()                                                               # [S, H]
+    outer = design[:, :, None] * design[:, None, :]                              # [S, K+1, K+1]
+    gram = design.new_zeros(n_days, y.shape[1], k1, k1).index_add(
+        0, day, outer[:, None] * mf[:, :, None, None])                           # [B, H, K+1, K+1]
+    moment = design.new_zeros(n_days, y.shape[1], k1).index_add(
+        0, day, design[:, None, :] * (y.double() * mf)[:, :, None])              # [B, H, K+1]
+    counts = gram[:, :, 0, 0].clamp_min(1.0)
+    eye = torch.eye(k1, dtype=gram.dtype, device=gram.device)
+    coef = torch.linalg.solve(gram + NEUTRALIZE_RIDGE * counts[..., None, None] * eye, moment[..., None])[..., 0]
+    fitted = (design[:, None, :] * coef[day]).sum(-1)                            # [S, H]
+    return ((y.double() - fitted) * mf).to(y.dtype)
 
 
 def _over_days(values: Tensor, defined: Tensor, neutral: float) -> Tensor:
@@ -225,6 +253,7 @@ def compute_loss(
     quantiles: tuple[float, ...],
     rank_scale: float = 1.0,
     horizon_weights: tuple[float, ...] | None = None,
+    neutralize_index: tuple[int, ...] = (),
 ) -> tuple[Tensor, dict[str, float]]:
     """Total loss (scalar tensor) and the unweighted term values (floats, plus ``total``).
 
@@ -232,6 +261,8 @@ def compute_loss(
     ``batch.targets`` [S, H] (NaN where unknown) are all this reads from the batch.
     ``horizon_weights`` overrides ``loss_cfg.horizon_weights``; empty means equal weights.
     ``rank_scale`` multiplies the RankIC, CS-IC and Sharpe weights (per-phase schedule).
+    ``neutralize_index``: feature columns (of ``batch.seq``) whose value on each row's own day
+    the target is residualised on, per date and horizon, before every term (``loss.neutralize``).
     """
     point = out.point.float()
     quant = out.quantiles.float()
@@ -243,6 +274,9 @@ def compute_loss(
 
     m = torch.isfinite(target)
     raw = torch.where(m, target, torch.zeros_like(target))
+    if neutralize_index:
+        exposures = batch.seq[batch.seq_row, batch.seq_end][:, list(neutralize_index)]
+        raw = _day_residualize(raw, m, exposures.to(device=point.device, dtype=point.dtype), day, n_days)
     z_pred, _ = _day_standardize(point, m, day, n_days)
     z_raw, raw_std = _day_standardize(raw, m, day, n_days)
     target_norm = _point_target(loss_cfg.target_normalization, raw, z_raw, m, day, n_days)

@@ -236,6 +236,7 @@ class Trainer:
                 f"a full {cfg.data.lookback}-day window and >= {cfg.data.min_stocks_per_day} stocks"
             )
         self.is_deep = cfg.model.kind == "atft_gat_fan"
+        self.neutralize_index = _feature_index(cfg.loss.neutralize, self.panel.feature_names, "loss.neutralize")
         self.model: ATFTGATFAN | None = None
         self.graphs: GraphCache | None = None
         self.average: WeightAverage | None = None
@@ -357,7 +358,8 @@ class Trainer:
                 out = model(batch)
             loss, terms = compute_loss(out, batch, cfg.loss, cfg.model.quantiles,
                                        rank_scale=cfg.train.phase_rank_loss_scale[phase],
-                                       horizon_weights=cfg.loss.horizon_weights)
+                                       horizon_weights=cfg.loss.horizon_weights,
+                                       neutralize_index=self.neutralize_index)
             if not torch.isfinite(loss):
                 raise TrainingFailed(f"non-finite loss at epoch {self.progress.epoch + 1} step {self.progress.step + 1}: "
                                      + ", ".join(f"{k}={v}" for k, v in terms.items()))
@@ -401,7 +403,8 @@ class Trainer:
         def add_loss(out, batch) -> None:
             loss, _ = compute_loss(out, batch, cfg.loss, cfg.model.quantiles,
                                    rank_scale=cfg.train.phase_rank_loss_scale[phase],
-                                   horizon_weights=cfg.loss.horizon_weights)
+                                   horizon_weights=cfg.loss.horizon_weights,
+                                   neutralize_index=self.neutralize_index)
             losses.append(float(loss))
 
         predictor = ModelPredictor(self.model, self.panel, cfg, *self.phase_inputs(phase), self.device,
@@ -594,6 +597,16 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         status.close()
+
+
+def _feature_index(names: tuple[str, ...], loaded: tuple[str, ...], setting: str) -> tuple[int, ...]:
+    """Columns of the loaded features named by a setting; a name not loaded is a ConfigError
+    raised before training starts."""
+    missing = [n for n in names if n not in loaded]
+    if missing:
+        raise ConfigError(f"{setting}: {missing} not among the {len(loaded)} loaded features "
+                          f"(data.features or the dataset's feat_* columns)")
+    return tuple(loaded.index(n) for n in names)
 
 
 def _install_stop_handlers(stop_event: threading.Event) -> dict[int, Any]:

@@ -111,17 +111,20 @@ class Profile:
     """How often the trainer's status is checked for progress lines."""
     rows: tuple[str, ...] = ()
     """Default rows to train (empty = all)."""
+    jobs: int = 1
+    """Rows trained at the same time by default."""
 
 
 PROFILES = {
-    # Knobs estimated (from bench/ throughput figures) to fit the 21 rows in ~2 h on an idle 2-core CPU.
-    # One torch thread per run: on a shared 2-core machine two OpenMP threads wait on each other
-    # whenever another process takes a core (measured 1.7-2.1k stock-days/s with two threads at
-    # load 3, against ~10k per CPU-second single-threaded).
+    # Knobs sized to fit the 21 rows in well under 2 h on an idle 2-core CPU: two rows at a time,
+    # one torch thread each. On a shared 2-core machine two OpenMP threads of one run wait on each
+    # other whenever another process takes a core (measured 1.7-2.1k stock-days/s with two threads
+    # at load 3, against ~10k per CPU-second single-threaded). 800 training days for the deep rows:
+    # better than 400 on validation in two windows (bench/quality_analysis.md, fifth round).
     "real": Profile(base={"data.start": TRAIN_START, "data.train_end": TRAIN_END, "data.val_end": VAL_END,
                           "runtime.num_threads": 1},
                     deep={}, knobs=Knobs(phase_epochs=(1, 1, 1, 1), hidden=64, hidden_large=256,
-                                         max_train_days=400, seeds=3, mode="optimized"), poll_seconds=1.0),
+                                         max_train_days=800, seeds=3, mode="optimized"), poll_seconds=1.0, jobs=2),
     "tiny": Profile(base={"data.horizons": (1, 5), "data.lookback": 10, "data.min_stocks_per_day": 10,
                           "runtime.num_threads": 1},
                     deep={"model.encoder_heads": 2, "model.gat_heads": 2, "model.fan_top_k": 2,
@@ -633,7 +636,8 @@ def protocol_facts(s: Settings, records: list[dict]) -> dict[str, Any]:
             "segments": f"baselines: {base_facts.get('splits', 'n/a')}; deep rows: {deep.get('splits', 'n/a')}",
             "horizons": facts.get("horizons"),
             "lag_note": (f"lag 0 labels are Close(t)->Close(t+h); lag 1 labels Close(t+1)->Close(t+1+h) "
-                         f"(data.execution_lag=1, as JPX 2022 scored), purge {lag1.get('purge_days', 'n/a')} days.")}
+                         f"(data.execution_lag=1, as JPX 2022 scored), "
+                         + (f"purge {lag1['purge_days']} days." if lag1 else "no lag-1 rows in this report."))}
 
 
 def collect(s: Settings, clock: Clock, load_before: tuple, reused: list[str]) -> dict[str, Any]:
@@ -705,7 +709,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--max-train-days", type=int, default=None, help="deep rows train on the last N training days, "
                     f"0 = all ({real.max_train_days}); baselines always use all")
     ap.add_argument("--seeds", type=int, default=None, help=f"seeds of the default config ({real.seeds})")
-    ap.add_argument("--jobs", type=int, default=1, help="rows trained at the same time (1; more on a GPU machine)")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help=f"rows trained at the same time ({PROFILES['real'].jobs}: one per core; more on a GPU machine)")
     ap.add_argument("--threads", type=int, default=None, help="runtime.num_threads of every row (1)")
     return ap.parse_args(argv)
 
@@ -725,7 +730,7 @@ def make_settings(args: argparse.Namespace, argv: list[str]) -> tuple[Settings, 
     settings = Settings(profile=name, dataset=dataset.resolve(), runs_dir=runs_dir.resolve(), out=out, knobs=knobs,
                         device=args.device, poll_seconds=p.poll_seconds,
                         only=tuple(x.strip() for x in args.only.split(",") if x.strip()),
-                        jobs=max(1, args.jobs), threads=args.threads,
+                        jobs=max(1, args.jobs or p.jobs), threads=args.threads,
                         command="python bench/quality.py " + shlex.join(argv))
     return settings, p
 

@@ -257,7 +257,7 @@ def _settings_lines(results: dict[str, Any]) -> list[str]:
         f"- Compute: the rows' whole-run times add up to {results['rows_run_seconds']:.0f} s "
         f"({results['rows_run_seconds'] / 3600:.2f} h); the invocation that generated this page took "
         f"{results['wall_seconds']:.0f} s and reused {len(results['reused'])} finished row(s).",
-        f"- What was cut to fit about 2 hours on this machine: {s['cuts']}",
+        f"- Sizes of the rows (the CPU report cuts them to fit about 2 hours on 2 cores): {s['cuts']}",
         "",
     ]
 

@@ -39,6 +39,9 @@ def test_every_field_has_a_docstring():
     ({"data": {"horizons": [5, 1]}}, "data.horizons: list them in increasing order"),
     ({"model": {"kind": "xgboost"}}, "model.kind: expected one of"),
     ({"runtime": {"device": "tpu"}}, "runtime.device"),
+    ({"loss": {"neutralize": ["beta_60"]}}, "loss.neutralize: names must start with 'feat_'"),
+    ({"loss": {"neutralize": ["feat_vol_20", "feat_vol_20"]}}, "loss.neutralize: a feature is listed twice"),
+    ({"loss": {"neutralize": ["feat_vol_20"]}, "model": {"kind": "ridge"}}, "model.kind='ridge' would ignore it"),
 ])
 def test_bad_values_fail_with_a_message_naming_the_field(values, message):
     with pytest.raises(ConfigError) as err:

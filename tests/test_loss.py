@@ -286,3 +286,51 @@ def test_shape_errors_are_clear():
     out, batch = _case()
     with pytest.raises(ValueError, match="quantiles"):
         compute_loss(out, batch, LossConfig(), (0.5,))
+
+
+def _exposed_batch(seed=0):
+    """Three days; feature 0 drives half of the target, feature 1 is noise; some targets NaN."""
+    from atft_core.batching import DayBatch
+    g = torch.Generator().manual_seed(seed)
+    day = torch.cat([torch.full((n,), d, dtype=torch.long) for d, n in enumerate((80, 70, 60))])
+    s = day.shape[0]
+    feats = torch.randn(s, 2, generator=g)
+    target = 0.02 * feats[:, :1] + 0.02 * torch.randn(s, 2, generator=g)   # [S, 2 horizons]
+    target[::7, 1] = float("nan")
+    batch = DayBatch.from_windows(x=feats[:, None, :], day=day, day_index=torch.arange(3), stock=torch.arange(s),
+                                  targets=target, edge_index=torch.zeros(2, 0, dtype=torch.long),
+                                  edge_attr=torch.zeros(0, 2))
+    return batch, feats
+
+
+def test_day_residualize_is_orthogonal_to_the_exposures_per_date_and_horizon():
+    batch, feats = _exposed_batch()
+    m = torch.isfinite(batch.targets)
+    y = torch.where(m, batch.targets, torch.zeros_like(batch.targets))
+    resid = loss_mod._day_residualize(y, m, feats, batch.day, 3)
+    assert torch.all(resid[~m] == 0)
+    for d in range(3):
+        for h in range(2):
+            rows = (batch.day == d) & m[:, h]
+            design = torch.cat([torch.ones(int(rows.sum()), 1), feats[rows]], 1).double()
+            expected = y[rows, h].double() - design @ torch.linalg.lstsq(design, y[rows, h].double()[:, None]).solution[:, 0]
+            np.testing.assert_allclose(resid[rows, h].numpy(), expected.numpy(), atol=1e-6)
+            assert torch.allclose(design.T @ resid[rows, h].double(), torch.zeros(3, dtype=torch.float64), atol=1e-5)  # ridge: lambda*n*beta
+
+
+def test_neutralize_takes_the_named_exposure_out_of_every_term():
+    """A prediction that is exactly the exposure scores well on the raw target and gets no
+    credit once that exposure is neutralised; an empty index changes nothing."""
+    batch, feats = _exposed_batch()
+    bet = feats[:, :1].repeat(1, 2)
+    out = SimpleNamespace(point=bet.clone().requires_grad_(), quantiles=bet[..., None].repeat(1, 1, 3))
+    cfg = LossConfig()
+    _, raw_terms = compute_loss(out, batch, cfg, QUANTILES)
+    _, same = compute_loss(out, batch, cfg, QUANTILES, neutralize_index=())
+    _, neutral = compute_loss(out, batch, cfg, QUANTILES, neutralize_index=(0,))
+    assert same == raw_terms
+    assert raw_terms["cs_ic"] < 0.6 and raw_terms["sharpe"] < -0.5        # the bet pays on raw targets
+    assert neutral["cs_ic"] == pytest.approx(1.0, abs=1e-4)             # ... and is worth nothing after
+    assert neutral["sharpe"] == pytest.approx(0.0, abs=1e-4)
+    _, other = compute_loss(out, batch, cfg, QUANTILES, neutralize_index=(1,))
+    assert other["cs_ic"] < 0.6                                           # noise feature: the bet still pays

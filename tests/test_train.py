@@ -163,6 +163,21 @@ def test_ctrl_c_stops_the_trainer_cleanly_and_the_run_resumes(demo_dataset, tmp_
     assert run_training(short, files.root, resume=True) == "completed"
 
 
+def test_neutralize_names_must_be_loaded_features_and_a_neutralized_run_trains(demo_dataset, tmp_path):
+    files = RunFiles(tmp_path / "bad")
+    cfg = tiny_config(demo_dataset, **{"loss.neutralize": ("feat_no_such_input",)})
+    assert run_training(cfg, files.root) == "failed"
+    error = read_json(files.status)["error"]
+    assert "ConfigError" in error and "loss.neutralize" in error and "feat_no_such_input" in error
+    assert not files.last_checkpoint.exists()                      # refused before any training
+    files = RunFiles(tmp_path / "good")
+    names = pl.read_parquet_schema(demo_dataset)
+    exposures = tuple(n for n in names if n.startswith("feat_"))[:2]
+    cfg = tiny_config(demo_dataset, **{"loss.neutralize": exposures, "train.phase_epochs": (1, 0, 1, 0)})
+    assert run_training(cfg, files.root) == "completed"
+    assert read_json(files.config)["config"]["loss"]["neutralize"] == list(exposures)
+
+
 def test_baseline_runs_through_the_same_pipeline(demo_dataset, tmp_path):
     files = RunFiles(tmp_path / "ridge")
     assert run_training(tiny_config(demo_dataset, **{"model.kind": "ridge"}), files.root) == "completed"
