@@ -32,10 +32,10 @@ cannot dominate the point loss; with 'none' it is the raw target. The correlatio
 invariant to it and the Sharpe term always uses raw returns. With ``loss.neutralize`` the
 "target" of every term above, Sharpe included, is first replaced per date and horizon by its
 least-squares residual on [1, the named input features on that day]: the model is then not
-rewarded for a bet on those exposures (say beta or volatility) that the day happened to pay. Targets that are NaN are
-left out of every term (per horizon). A (date, horizon) with fewer than two valid rows adds
-nothing to the cross-sectional terms; a horizon with none at all counts as correlation 0,
-return 0 and point loss 0, i.e. a constant without gradient.
+rewarded for a bet on those exposures (say beta or volatility) that the day happened to pay.
+Targets that are NaN are left out of every term (per horizon). A (date, horizon) with fewer
+than two valid rows adds nothing to the cross-sectional terms; a horizon with none at all
+counts as correlation 0, return 0 and point loss 0, i.e. a constant without gradient.
 
 Memory: the soft rank needs every pair of stocks of a date. It is computed in row chunks of
 at most ``SOFT_RANK_CHUNK_ELEMENTS`` pairs, forward and backward (a custom autograd function
@@ -258,7 +258,8 @@ def compute_loss(
     """Total loss (scalar tensor) and the unweighted term values (floats, plus ``total``).
 
     ``out.point`` [S, H], ``out.quantiles`` [S, H, Q]; ``batch.day`` [S] (0..B-1) and
-    ``batch.targets`` [S, H] (NaN where unknown) are all this reads from the batch.
+    ``batch.targets`` [S, H] (NaN where unknown) are all this reads from the batch, and, with
+    ``neutralize_index``, the rows' own-day features ``batch.seq[batch.seq_row, batch.seq_end]``.
     ``horizon_weights`` overrides ``loss_cfg.horizon_weights``; empty means equal weights.
     ``rank_scale`` multiplies the RankIC, CS-IC and Sharpe weights (per-phase schedule).
     ``neutralize_index``: feature columns (of ``batch.seq``) whose value on each row's own day
