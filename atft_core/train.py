@@ -620,7 +620,8 @@ def _install_stop_handlers(stop_event: threading.Event) -> dict[int, Any]:
         signal.signal(signal.SIGINT, previous[signal.SIGINT] or signal.SIG_DFL)
 
     previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_interrupt)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # an inherited "ignore" (nohup, &) stays
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_interrupt)
     return previous
 
 
