@@ -1,6 +1,6 @@
 """Quality report: ATFT-GAT-FAN vs simple baselines on real data -> docs/quality.md + plots.
 
-    python bench/quality.py                          # the whole report (~2 h on 2 CPU cores)
+    python bench/quality.py                          # the whole report (~46 min on 2 CPU cores)
     python bench/quality.py --only default-s0,base-ridge   # train / refresh some rows only
     python bench/quality.py --report-only            # rebuild markdown + plots from the runs
     python bench/quality.py --from-results           # ... from docs/quality/results.json alone
