@@ -20,8 +20,8 @@ per-date mean of the seeds' z-scored predictions: a row without training of its 
 ablations (GAT off, FAN off, fixed gate, large hidden size, RankIC / CS-IC loss weights, a single
 phase); then the default model and every baseline again with data.execution_lag=1. Each row is one
 `python -m atft_core.train` subprocess (with the launcher's allocator settings) into
-`<runs-dir>/<row>`, --jobs of them at a time; a row whose run completed with the same requested config and dataset is
-reused, a stopped one resumed. The numbers go to `<out>/quality/results.json`, the page to
+`<runs-dir>/<row>`, --jobs of them at a time; a row whose run completed with the same requested
+config and dataset is reused, a stopped one resumed. The numbers go to `<out>/quality/results.json`, the page to
 `<out>/quality.md`, the plots to `<out>/quality/*.png` (analysis in quality_report.py).
 """
 
@@ -148,7 +148,7 @@ class Settings:
     poll_seconds: float
     only: tuple[str, ...]
     jobs: int
-    """Rows trained at the same time (1 on this 2-core CPU; more on a GPU machine with many cores)."""
+    """Rows trained at the same time (the profile's, or --jobs: more on a GPU machine with many cores)."""
     threads: int | None
     """runtime.num_threads of every row, if given (else the profile's)."""
     command: str
