@@ -64,7 +64,7 @@ def test_rows_cover_the_issue():
 
 def test_smoke_report_end_to_end(tmp_path):
     out = tmp_path / "report"
-    argv = ["--smoke", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]
+    argv = ["--smoke", "--runs-dir", str(tmp_path / "runs"), "--out", str(out), "--jobs", "2"]  # both rows at once
     assert quality.main(argv) == 0
     page = (out / "quality.md").read_text()
     assert "| baseline reversal_1d |" in page and "| default, seed 0 |" in page
