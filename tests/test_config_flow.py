@@ -339,6 +339,7 @@ PROBES: dict[str, tuple] = {
     "loss.horizon_weights": ((4.0, 3.0, 2.0, 1.0), _LOSS),
     "loss.soft_rank_temperature": (1.0, _key(_epoch_obs, "loss/rankic", "val/loss")),
     "loss.target_normalization": ("none", _key(_epoch_obs, "loss/huber", "val/loss")),
+    "loss.neutralize": (("feat_beta_60", "feat_vol_20"), _key(_epoch_obs, "loss/cs_ic", "val/loss")),
 
     "train.mode": ("optimized", _resolved("runtime.num_threads", "runtime.precision", cuda_available=True)),
     "train.optimizer": ("sgd", _key(_epoch_obs, "optimizer", "params")),
