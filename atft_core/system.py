@@ -229,6 +229,7 @@ class _Dataset:
     n_features: int
     has_sector: bool
     warnings: list[str]
+    feature_names: tuple[str, ...] = ()
 
 
 def verdict(items: Sequence[CheckItem]) -> str:
@@ -242,7 +243,8 @@ def _dataset_summary(path: str) -> _Dataset:
     from atft_core.data.validate import validate_dataset
 
     s = validate_dataset(path)
-    return _Dataset(int(s.n_stocks), int(s.n_days), int(s.n_features), bool(s.has_sector), list(s.warnings))
+    return _Dataset(int(s.n_stocks), int(s.n_days), int(s.n_features), bool(s.has_sector), list(s.warnings),
+                    tuple(s.feature_names))
 
 
 def _panel_bytes(cfg: RunConfig, ds: _Dataset) -> int:
@@ -289,7 +291,23 @@ def _check_dataset(cfg: RunConfig) -> tuple[list[CheckItem], _Dataset | None]:
                        + (f"; warnings: {'; '.join(ds.warnings)}" if ds.warnings else ""))]
     items.append(CheckItem("sector", "pass", "Sector33Code present: sector edges available") if ds.has_sector
                  else CheckItem("sector", "warn", "no Sector33Code column: the graph gets no same-sector edges"))
+    if cfg.data.features or cfg.loss.neutralize:
+        items.append(_check_named_features(cfg, ds.feature_names))
     return items, ds
+
+
+def _check_named_features(cfg: RunConfig, in_dataset: tuple[str, ...]) -> CheckItem:
+    """data.features must be in the dataset, loss.neutralize among the features that will load."""
+    loaded = cfg.data.features or in_dataset
+    problems = []
+    if missing := [f for f in cfg.data.features if f not in in_dataset]:
+        problems.append(f"data.features names {len(missing)} feature(s) not in the dataset: {missing[:10]}")
+    if missing := [f for f in cfg.loss.neutralize if f not in loaded]:
+        problems.append(f"loss.neutralize names {missing[:10]}, not among the {len(loaded)} features to load")
+    if problems:
+        return CheckItem("features", "fail", "; ".join(problems))
+    return CheckItem("features", "pass", f"{len(loaded)} features to load"
+                     + (f"; the target is neutralised on {', '.join(cfg.loss.neutralize)}" if cfg.loss.neutralize else ""))
 
 
 def _check_device(cfg: RunConfig, machine: MachineStatus) -> tuple[CheckItem, RunConfig | None]:

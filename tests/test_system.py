@@ -82,6 +82,18 @@ def test_invalid_dataset_fails(tmp_path: Path) -> None:
     assert item(items, "dataset").verdict == "fail"
 
 
+def test_named_features_are_checked_against_the_dataset_before_launch(dataset: Path, tmp_path: Path) -> None:
+    assert not [i for i in preflight(cfg_for(dataset), tmp_path, probes()) if i.name == "features"]  # nothing named
+    good = cfg_for(dataset, **{"loss.neutralize": ("feat_beta_60", "feat_vol_20")})
+    check = item(preflight(good, tmp_path, probes()), "features")
+    assert check.verdict == "pass" and "neutralised on feat_beta_60, feat_vol_20" in check.detail
+    typo = cfg_for(dataset, **{"data.features": ("feat_ret_1d", "feat_nope"), "loss.neutralize": ("feat_vol_20",)})
+    items = preflight(typo, tmp_path, probes())
+    detail = item(items, "features").detail
+    assert verdict(items) == "fail" and "feat_nope" in detail
+    assert "loss.neutralize names ['feat_vol_20'], not among the 2 features to load" in detail
+
+
 def test_no_gpu_means_cpu(dataset: Path, tmp_path: Path) -> None:
     items = preflight(cfg_for(dataset), tmp_path, probes())
     assert item(items, "device").verdict == "pass" and "use the CPU" in item(items, "device").detail
