@@ -18,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 MODEL_KINDS = ("atft_gat_fan", "reversal_1d", "reversal_5d", "momentum_20d", "low_vol", "ridge")
 """`model.kind` values: the deep model, single-factor baselines and a ridge regression."""
@@ -561,6 +561,16 @@ def build_config(config_file: str | Path | None = None, overrides: dict[str, Any
     """Defaults <- JSON file <- dotted overrides, validated."""
     values = load_config_file(config_file) if config_file else {}
     return RunConfig.from_dict(merge_overrides(values, overrides or {}))
+
+
+def feature_index(names: Sequence[str], loaded: Sequence[str], setting: str) -> tuple[int, ...]:
+    """Columns of the loaded features named by a setting; a name not loaded is a ConfigError
+    (the trainer raises it before training, the pre-flight shows it before launch)."""
+    missing = [n for n in names if n not in loaded]
+    if missing:
+        raise ConfigError(f"{setting}: {missing[:10]} not among the {len(loaded)} loaded features "
+                          f"(data.features or the dataset's feat_* columns)")
+    return tuple(list(loaded).index(n) for n in names)
 
 
 def _split_key(key: str) -> tuple[str, str]:

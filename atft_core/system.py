@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from atft_core.config import ConfigError, RunConfig, build_config, parse_overrides, resolve
+from atft_core.config import ConfigError, RunConfig, build_config, feature_index, parse_overrides, resolve
 
 GiB = 1024**3
 BYTES_PER_VALUE = 4
@@ -302,8 +302,10 @@ def _check_named_features(cfg: RunConfig, in_dataset: tuple[str, ...]) -> CheckI
     problems = []
     if missing := [f for f in cfg.data.features if f not in in_dataset]:
         problems.append(f"data.features names {len(missing)} feature(s) not in the dataset: {missing[:10]}")
-    if missing := [f for f in cfg.loss.neutralize if f not in loaded]:
-        problems.append(f"loss.neutralize names {missing[:10]}, not among the {len(loaded)} features to load")
+    try:
+        feature_index(cfg.loss.neutralize, loaded, "loss.neutralize")
+    except ConfigError as exc:
+        problems.append(str(exc))
     if problems:
         return CheckItem("features", "fail", "; ".join(problems))
     return CheckItem("features", "pass", f"{len(loaded)} features to load"

@@ -38,7 +38,7 @@ from atft_core.allocator import keep_freed_memory
 from atft_core.baselines import fit_baseline
 from atft_core.batching import make_day_batch
 from atft_core.checkpoint import load_checkpoint, save_checkpoint
-from atft_core.config import PHASE_NAMES, ConfigError, RunConfig, build_config, parse_overrides
+from atft_core.config import PHASE_NAMES, ConfigError, RunConfig, build_config, feature_index, parse_overrides
 from atft_core.data.panel import Panel, load_panel
 from atft_core.data.splits import make_splits
 from atft_core.ema import WeightAverage
@@ -236,7 +236,7 @@ class Trainer:
                 f"a full {cfg.data.lookback}-day window and >= {cfg.data.min_stocks_per_day} stocks"
             )
         self.is_deep = cfg.model.kind == "atft_gat_fan"
-        self.neutralize_index = _feature_index(cfg.loss.neutralize, self.panel.feature_names, "loss.neutralize")
+        self.neutralize_index = feature_index(cfg.loss.neutralize, self.panel.feature_names, "loss.neutralize")
         self.model: ATFTGATFAN | None = None
         self.graphs: GraphCache | None = None
         self.average: WeightAverage | None = None
@@ -597,16 +597,6 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         status.close()
-
-
-def _feature_index(names: tuple[str, ...], loaded: tuple[str, ...], setting: str) -> tuple[int, ...]:
-    """Columns of the loaded features named by a setting; a name not loaded is a ConfigError
-    raised before training starts."""
-    missing = [n for n in names if n not in loaded]
-    if missing:
-        raise ConfigError(f"{setting}: {missing} not among the {len(loaded)} loaded features "
-                          f"(data.features or the dataset's feat_* columns)")
-    return tuple(loaded.index(n) for n in names)
 
 
 def _install_stop_handlers(stop_event: threading.Event) -> dict[int, Any]:

@@ -91,7 +91,7 @@ def test_named_features_are_checked_against_the_dataset_before_launch(dataset: P
     items = preflight(typo, tmp_path, probes())
     detail = item(items, "features").detail
     assert verdict(items) == "fail" and "feat_nope" in detail
-    assert "loss.neutralize names ['feat_vol_20'], not among the 2 features to load" in detail
+    assert "loss.neutralize: ['feat_vol_20'] not among the 2 loaded features" in detail
 
 
 def test_no_gpu_means_cpu(dataset: Path, tmp_path: Path) -> None:
