@@ -291,23 +291,22 @@ def _check_dataset(cfg: RunConfig) -> tuple[list[CheckItem], _Dataset | None]:
                        + (f"; warnings: {'; '.join(ds.warnings)}" if ds.warnings else ""))]
     items.append(CheckItem("sector", "pass", "Sector33Code present: sector edges available") if ds.has_sector
                  else CheckItem("sector", "warn", "no Sector33Code column: the graph gets no same-sector edges"))
-    if cfg.data.features or cfg.loss.neutralize:
-        items.append(_check_named_features(cfg, ds.feature_names))
+    if cfg.data.features or cfg.data.expected_feature_count or cfg.loss.neutralize:
+        items.append(_check_features(cfg, ds.feature_names, path))
     return items, ds
 
 
-def _check_named_features(cfg: RunConfig, in_dataset: tuple[str, ...]) -> CheckItem:
-    """data.features must be in the dataset, loss.neutralize among the features that will load."""
-    loaded = cfg.data.features or in_dataset
-    problems = []
-    if missing := [f for f in cfg.data.features if f not in in_dataset]:
-        problems.append(f"data.features names {len(missing)} feature(s) not in the dataset: {missing[:10]}")
+def _check_features(cfg: RunConfig, in_dataset: tuple[str, ...], path: str) -> CheckItem:
+    """The loader's own feature selection (data.features, data.expected_feature_count), then
+    loss.neutralize among the features that will load."""
+    from atft_core.data.errors import DataError
+    from atft_core.data.validate import select_features
+
     try:
+        loaded = select_features(in_dataset, cfg.data.features, cfg.data.expected_feature_count, path)
         feature_index(cfg.loss.neutralize, loaded, "loss.neutralize")
-    except ConfigError as exc:
-        problems.append(str(exc))
-    if problems:
-        return CheckItem("features", "fail", "; ".join(problems))
+    except (DataError, ConfigError) as exc:
+        return CheckItem("features", "fail", str(exc))
     return CheckItem("features", "pass", f"{len(loaded)} features to load"
                      + (f"; the target is neutralised on {', '.join(cfg.loss.neutralize)}" if cfg.loss.neutralize else ""))
 

@@ -12,6 +12,7 @@ import pytest
 
 from atft_core import system
 from atft_core.config import RunConfig
+from atft_core.data.validate import validate_dataset
 from atft_core.system import CheckItem, GpuInfo, Probes, preflight, verdict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,11 +88,22 @@ def test_named_features_are_checked_against_the_dataset_before_launch(dataset: P
     good = cfg_for(dataset, **{"loss.neutralize": ("feat_beta_60", "feat_vol_20")})
     check = item(preflight(good, tmp_path, probes()), "features")
     assert check.verdict == "pass" and "neutralised on feat_beta_60, feat_vol_20" in check.detail
-    typo = cfg_for(dataset, **{"data.features": ("feat_ret_1d", "feat_nope"), "loss.neutralize": ("feat_vol_20",)})
+    typo = cfg_for(dataset, **{"data.features": ("feat_ret_1d", "feat_nope")})
     items = preflight(typo, tmp_path, probes())
-    detail = item(items, "features").detail
-    assert verdict(items) == "fail" and "feat_nope" in detail
+    assert verdict(items) == "fail" and "['feat_nope']" in item(items, "features").detail
+    not_loaded = cfg_for(dataset, **{"data.features": ("feat_ret_1d", "feat_beta_60"), "loss.neutralize": ("feat_vol_20",)})
+    detail = item(preflight(not_loaded, tmp_path, probes()), "features").detail
     assert "loss.neutralize: ['feat_vol_20'] not among the 2 loaded features" in detail
+
+
+def test_feature_count_is_checked_before_launch(dataset: Path, tmp_path: Path) -> None:
+    """The old system loaded 99 of 306 features without a word: a wrong count fails the checklist."""
+    n_features = validate_dataset(dataset).n_features
+    items = preflight(cfg_for(dataset, **{"data.expected_feature_count": 306}), tmp_path, probes())
+    assert verdict(items) == "fail"
+    assert f"loaded {n_features} features but data.expected_feature_count=306" in item(items, "features").detail
+    right = cfg_for(dataset, **{"data.expected_feature_count": n_features})
+    assert item(preflight(right, tmp_path, probes()), "features").verdict == "pass"
 
 
 def test_no_gpu_means_cpu(dataset: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import torch
 from ..config import DataConfig
 from .errors import DataError
 from .schema import CODE, DATE, RAW_RET, SECTOR, target_name
-from .validate import validate_dataset
+from .validate import select_features, validate_dataset
 
 RAM_HEADROOM = 0.8
 """Refuse to allocate a panel needing more than this share of the RAM available now."""
@@ -63,17 +63,6 @@ def _check_memory(need: int, what: str) -> None:
                         f"is available (limit {RAM_HEADROOM:.0%}); use fewer features, stocks or dates (data.start/end)")
 
 
-def _features(summary, cfg: DataConfig) -> tuple[str, ...]:
-    names = cfg.features or summary.feature_names
-    missing = [f for f in names if f not in summary.feature_names]
-    if missing:
-        raise DataError(f"data.features names {len(missing)} feature(s) not in {summary.path}: {missing[:10]}")
-    if cfg.expected_feature_count and len(names) != cfg.expected_feature_count:
-        raise DataError(f"loaded {len(names)} features but data.expected_feature_count={cfg.expected_feature_count} "
-                        f"({summary.path})")
-    return tuple(names)
-
-
 def _date_filter(cfg: DataConfig) -> pl.Expr:
     expr = pl.lit(True)
     if cfg.start:
@@ -100,7 +89,8 @@ def load_panel(data_cfg: DataConfig) -> Panel:
     DataError when a feature or target is missing or the panel would not fit in RAM.
     """
     summary = validate_dataset(data_cfg.path)
-    names = _features(summary, data_cfg)
+    names = select_features(summary.feature_names, data_cfg.features, data_cfg.expected_feature_count,
+                            str(summary.path))
     missing_h = [h for h in data_cfg.horizons if h not in summary.horizons]
     if missing_h:
         raise DataError(f"data.horizons {list(data_cfg.horizons)}: {data_cfg.path} has no "

@@ -7,6 +7,7 @@ statistics come from one lazy polars scan; only Code and Date are read in full.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,21 @@ class DatasetSummary:
         ]
         lines += [f"WARNING   {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def select_features(available: Sequence[str], wanted: Sequence[str], expected_count: int, where: str) -> tuple[str, ...]:
+    """The feature columns a run loads: `wanted` (data.features) or else every one `available`.
+
+    A wanted name that is not available, or a count other than `expected_count` (when not 0),
+    is a DataError naming `where`; the loader and the pre-flight checklist both call this, so
+    a run that would load the wrong features fails before launch, not after.
+    """
+    names = tuple(wanted) or tuple(available)
+    if missing := [f for f in names if f not in available]:
+        raise DataError(f"data.features names {len(missing)} feature(s) not in {where}: {missing[:10]}")
+    if expected_count and len(names) != expected_count:
+        raise DataError(f"loaded {len(names)} features but data.expected_feature_count={expected_count} ({where})")
+    return names
 
 
 def _open(path: Path) -> tuple[pl.Schema, dict]:
