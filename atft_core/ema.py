@@ -9,6 +9,7 @@ stepping the raw ones.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator
 
 import torch
@@ -32,7 +33,7 @@ class WeightAverage:
     def update(self, model: torch.nn.Module) -> None:
         """Fold the model's current weights into the average (call after each optimizer step)."""
         self.updates += 1
-        decay = min(self.decay, self.updates / (WARMUP_STEPS - 1 + self.updates))
+        decay = effective_decay(self.decay, self.updates)
         names, current = zip(*_float_state(model))
         torch._foreach_lerp_([self.shadow[n] for n in names], [c.detach() for c in current], 1.0 - decay)
 
@@ -56,6 +57,28 @@ class WeightAverage:
         for name, value in self.shadow.items():
             value.copy_(averaged[name])
         self.updates = updates
+
+
+def effective_decay(decay: float, updates: int) -> float:
+    """The decay the average uses at its `updates`-th update: the setting, capped by the warm-up."""
+    return min(decay, updates / (WARMUP_STEPS - 1 + updates))
+
+
+def updates_to_reach(decay: float) -> int:
+    """Updates after which the warm-up no longer caps `decay` (0.95: 171, 0.99: 891, 0.995: 1,791)."""
+    return math.ceil((WARMUP_STEPS - 1) * decay / (1.0 - decay) - 1e-9)
+
+
+def short_run_warning(decay: float, planned_updates: int) -> str | None:
+    """A warning when a run is too short for train.ema_decay to take effect, else None: the
+    setting would otherwise be quietly weaker than asked (a 400-step run averages at ~0.978
+    whatever decay above that is set)."""
+    if planned_updates >= updates_to_reach(decay):
+        return None
+    return (f"train.ema_decay={decay:g} is reached only after {updates_to_reach(decay):,} optimizer steps "
+            f"(the warm-up in atft_core/ema.py); this run plans about {planned_updates:,}, so its average "
+            f"ends at decay {effective_decay(decay, planned_updates):.3f}. More epochs or a smaller "
+            f"train.days_per_step give it more steps")
 
 
 def _float_state(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:

@@ -135,6 +135,9 @@ class RunSummary:
     status: str = "queued"
     reason: str = ""
     """Why a run failed or crashed (the trainer's error, or what the reader inferred)."""
+    warnings: list[str] = field(default_factory=list)
+    """What the trainer warned about (status.json "warnings"): degenerate predictions, a
+    setting too weak for the run's length, a seed group without an ensemble."""
     dataset: str = ""
     model_kind: str = ""
     hidden_size: int | None = None
@@ -212,7 +215,8 @@ def _summary(files: RunFiles, now: float) -> RunSummary:
     end = status.get("ended") if state in FINAL_STATES else (status.get("updated") if state == "crashed" else now)
     return RunSummary(
         id=files.root.name, name=info.get("name", ""), tags=list(info.get("tags") or []),
-        note=info.get("note", ""), status=state, reason=reason, dataset=data.get("path", ""),
+        note=info.get("note", ""), status=state, reason=reason, warnings=_warnings(status),
+        dataset=data.get("path", ""),
         model_kind="ensemble" if info.get("kind") == "ensemble" else model.get("kind", ""),
         hidden_size=model.get("hidden_size"),
         loss_weights={k: v for k, v in loss.items() if k.endswith("_weight")},
@@ -224,6 +228,12 @@ def _summary(files: RunFiles, now: float) -> RunSummary:
         duration=(float(end) - float(started)) if started and end else None,
         pid=info.get("pid") or status.get("pid"),
     )
+
+
+def _warnings(status: dict[str, Any]) -> list[str]:
+    # Runs trained before "warnings" kept only their last one, as "warning".
+    found = status.get("warnings") or ([status["warning"]] if status.get("warning") else [])
+    return [str(w) for w in found]
 
 
 def _is_run_dir(entry: os.DirEntry) -> bool:

@@ -41,7 +41,7 @@ from atft_core.checkpoint import load_checkpoint, save_checkpoint
 from atft_core.config import PHASE_NAMES, ConfigError, RunConfig, build_config, feature_index, parse_overrides
 from atft_core.data.panel import Panel, load_panel
 from atft_core.data.splits import make_splits
-from atft_core.ema import WeightAverage
+from atft_core.ema import WeightAverage, short_run_warning
 from atft_core.feature_weights import FeatureWeights
 from atft_core.graph import GraphCache
 from atft_core.inference import ModelPredictor, eligible_days, evaluate, targets_for
@@ -78,6 +78,15 @@ class StatusFile:
             self._status.update(fields)
             self._status["updated"] = time.time()
             write_json_atomic(self._files.status, self._status)
+
+    def warn(self, message: str) -> None:
+        """Log a warning and keep it in status.json's "warnings" (the Run page shows them)."""
+        log.warning(message)
+        with self._lock:
+            warnings = self._status.setdefault("warnings", [])
+            if message not in warnings:
+                warnings.append(message)
+        self.set()
 
     def start(self) -> None:
         self._thread.start()
@@ -245,6 +254,9 @@ class Trainer:
             self.optimizer = _make_optimizer(cfg, self.model)
             if cfg.train.ema_decay > 0:
                 self.average = WeightAverage(self.model, cfg.train.ema_decay)
+                planned_steps = math.ceil(len(self.train_days) / cfg.train.days_per_step) * sum(cfg.train.phase_epochs)
+                if message := short_run_warning(cfg.train.ema_decay, planned_steps):
+                    status.warn(message)
             if cfg.model.use_gat:
                 self.graphs = GraphCache(self.panel.returns, self.panel.valid, self.panel.sectors, cfg.model, self.device)
         # FAN's per-step inputs depend on the data only: computed once here, not every step.
@@ -464,8 +476,7 @@ class Trainer:
         threshold = self.cfg.train.degenerate_std_threshold
         if pred_std is not None and pred_std < threshold:
             message = f"predictions degenerate: val/pred_std={pred_std:.3g} < train.degenerate_std_threshold={threshold}"
-            log.warning(message)
-            self.status.set(warning=message)
+            self.status.warn(message)
             if self.cfg.train.stop_on_degenerate:
                 raise TrainingFailed(message)
 
@@ -648,15 +659,13 @@ def _combine_group(files: RunFiles, earlier: Sequence[str], status: StatusFile) 
     info = read_json(files.run_info) or {}
     if len(members) < 2:
         message = f"seed group: {len(members)} of {len(earlier) + 1} runs finished; no ensemble built"
-        log.warning(message)
-        status.set(warning=message)
+        status.warn(message)
         return
     try:
         ensemble_id = build_ensemble(runs_dir, members, name=f"{info.get('group_name') or 'seeds'} ensemble",
                                      tags=info.get("tags") or ())
     except (RunError, OSError) as exc:
-        log.warning("seed group: no ensemble built: %s", exc)
-        status.set(warning=f"no ensemble built: {exc}")
+        status.warn(f"seed group: no ensemble built: {exc}")
         return
     log.info("seed group: ensemble run %s of %s", ensemble_id, ", ".join(members))
     status.set(ensemble=ensemble_id)

@@ -275,6 +275,10 @@ def test_run_page_of_a_finished_run_without_predictions(dirs):
     assert [m.value for m in at.metric if m.label == "Best val RankIC"] == ["0.0400"]
     assert any("no predictions" in i for i in texts(at, "info"))
     assert [b.label for b in at.button] == ["Resume"]
+    assert not texts(at, "warning")
+    update_status(RunFiles(runs / "run-a"), warnings=["predictions degenerate: val/pred_std=1e-07"])
+    at.run()
+    assert texts(at, "warning") == ["predictions degenerate: val/pred_std=1e-07"]   # the trainer's warnings show
 
 
 def test_system_page_shows_the_machine(dirs):

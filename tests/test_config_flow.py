@@ -225,7 +225,7 @@ def _degenerate_obs(cfg: RunConfig) -> tuple[Any, Any]:
     """Trainer._check_degenerate with a validation prediction std of 1e-3: warning / failure."""
     with _trainer(cfg) as trainer:
         outcome = _outcome(lambda: trainer._check_degenerate(1e-3))
-        return outcome, (read_json(trainer.files.status) or {}).get("warning") is not None
+        return outcome, bool((read_json(trainer.files.status) or {}).get("warnings"))
 
 
 def _resolved(*dotted: str, cuda_available: bool = False) -> Callable[[RunConfig], tuple]:

@@ -7,10 +7,11 @@ import torch
 
 from atft_core.checkpoint import load_checkpoint
 from atft_core.config import ConfigError, RunConfig
-from atft_core.ema import WARMUP_STEPS, WeightAverage
+from atft_core.ema import WARMUP_STEPS, WeightAverage, effective_decay, short_run_warning, updates_to_reach
 from atft_core.evaluation import evaluate_split, load_predictions
 from atft_core.predict import predict_run
 from atft_core.run_files import RunFiles, read_json
+from atft_core.runs import run_state
 from atft_core.train import run_training
 from test_train import metric_rows, tiny_config
 
@@ -33,6 +34,28 @@ def test_average_follows_the_ramped_decay():
         expected = decay * expected + (1 - decay) * step
         assert torch.allclose(average.shadow["weight"], torch.full((2, 3), expected)), step
     assert average.updates == 29
+
+
+def test_the_warm_up_caps_the_decay_until_enough_updates():
+    for decay in (0.5, 0.9, 0.95, 0.99, 0.995):
+        n = updates_to_reach(decay)
+        assert effective_decay(decay, n) == decay and effective_decay(decay, n - 1) < decay, decay
+        assert short_run_warning(decay, n) is None
+    assert updates_to_reach(0.995) == 1791
+    message = short_run_warning(0.995, 412)
+    assert message is not None and "1,791 optimizer steps" in message and "ends at decay 0.979" in message
+
+
+def test_a_run_too_short_for_its_decay_says_so_before_training(demo_dataset, tmp_path):
+    files = RunFiles(tmp_path / "short")
+    cfg = tiny_config(demo_dataset, **{"train.ema_decay": 0.99, "train.phase_epochs": (1, 0, 0, 0)})
+    assert run_training(cfg, files.root) == "completed"
+    expected = "train.ema_decay=0.99 is reached only after 891 optimizer steps"
+    warnings = read_json(files.status)["warnings"]
+    assert len(warnings) == 1 and expected in warnings[0]
+    log = files.log.read_text()
+    assert expected in log and log.index(expected) < log.index("epoch 1 phase 0")
+    assert run_state(tmp_path, "short").warnings == warnings   # what the Run page shows
 
 
 def test_applied_swaps_in_the_average_and_restores_the_raw_weights():

@@ -24,7 +24,8 @@ def _phase_name(phase) -> str:
 
 
 def status(summary: runs.RunSummary) -> None:
-    """Status, phase, epoch x of y with a progress bar and an ETA, and the reason of a failure."""
+    """Status, phase, epoch x of y with a progress bar and an ETA, the reason of a failure, and
+    what the trainer warned about."""
     done, planned = summary.epoch or 0, summary.epochs_planned or 0
     cols = st.columns([1.2, 1.4, 0.8, 1, 1.2])
     cols[0].metric("Status", summary.status)
@@ -39,6 +40,8 @@ def status(summary: runs.RunSummary) -> None:
         (st.error if summary.status in ("failed", "crashed") else st.info)(summary.reason)
     elif summary.status == "queued" and summary.phase_name:
         st.info(f"Queued, {summary.phase_name}: a seed group trains one run at a time.")
+    for warning in summary.warnings:
+        st.warning(warning)
 
 
 def live_charts(metrics: pl.DataFrame) -> None:
