@@ -69,7 +69,7 @@ TRAIN_START, TRAIN_END, VAL_END = "2016-05-01", "2022-12-31", "2023-12-31"
 REPORT_HORIZONS = (1, 5)
 DEEP = "atft_gat_fan"
 BASELINES = tuple(k for k in MODEL_KINDS if k != DEEP)
-ABLATION_RANKIC_WEIGHT = 0.5
+ABLATION_RANKIC_WEIGHT = 0.2
 ABLATION_CS_IC_WEIGHT = 0.3
 """The loss weights the old system argued about (defaults come from LossConfig)."""
 SMOKE_STOCKS, SMOKE_DAYS = 40, 300
@@ -640,6 +640,27 @@ def protocol_facts(s: Settings, records: list[dict]) -> dict[str, Any]:
                          + (f"purge {lag1['purge_days']} days." if lag1 else "no lag-1 rows in this report."))}
 
 
+REPORT_KNOBS = ("model.hidden_size", "train.phase_epochs", "train.mode")
+"""Deep-row settings the report sets itself (the page's sizes line states them)."""
+
+
+def stale_defaults(run_dir: Path, profile: Profile) -> list[str]:
+    """Model, loss and train settings a finished row was trained with that are no longer the
+    config defaults, e.g. "loss.rankic_weight=0.2 (default now 0.5)": a page built from rows
+    trained before a default changed says so instead of calling them the default config.
+    A key the run's config lacks was added later with a default that changes nothing."""
+    requested = (read_json(RunFiles(run_dir).config) or {}).get("requested") or {}
+    now = RunConfig().to_dict()
+    stale = []
+    for section in ("model", "loss", "train"):
+        for key, value in now[section].items():
+            name = f"{section}.{key}"
+            old = (requested.get(section) or {}).get(key, value)
+            if old != value and name not in REPORT_KNOBS and name not in profile.deep:
+                stale.append(f"{name}={old} (default now {value})")
+    return stale
+
+
 def collect(s: Settings, clock: Clock, load_before: tuple, reused: list[str]) -> dict[str, Any]:
     """The results dict from every catalogue row whose run has finished (not only this invocation's)."""
     records, missing = [], []
@@ -658,7 +679,8 @@ def collect(s: Settings, clock: Clock, load_before: tuple, reused: list[str]) ->
     return {"generated": dt.datetime.now().isoformat(timespec="seconds"),
             "command": s.command, "machine": machine_facts(load_before),
             "protocol": protocol_facts(s, records),
-            "settings": {"profile": s.profile, "cuts": cuts_text(records, s.profile)},
+            "settings": {"profile": s.profile, "cuts": cuts_text(records, s.profile),
+                         "stale_defaults": stale_defaults(s.runs_dir / "default-s0", PROFILES[s.profile])},
             "commands": sorted({r["command"] for r in records if r.get("command")}),
             "rows_run_seconds": sum(r["run_seconds"] or 0.0 for r in records),
             "devices": sorted({f"{r['resolved'].get('device')} ({r['resolved'].get('device_name')})" for r in records}),

@@ -258,6 +258,8 @@ def _settings_lines(results: dict[str, Any]) -> list[str]:
         f"({results['rows_run_seconds'] / 3600:.2f} h); the invocation that generated this page took "
         f"{results['wall_seconds']:.0f} s and reused {len(results['reused'])} finished row(s).",
         f"- Sizes of the rows (the CPU report cuts them to fit about 2 hours on 2 cores): {s['cuts']}",
+        *([f"- The default rows were trained before a config default changed: {'; '.join(s['stale_defaults'])}. "
+           "They are the default configuration of their day."] if s.get("stale_defaults") else []),
         "",
     ]
 

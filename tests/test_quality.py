@@ -138,3 +138,25 @@ def test_seed_ensemble_row_averages_z_scored_predictions(tmp_path):
     assert ensemble["summary"]["1"]["test"]["rank_ic"] == pytest.approx(records[0]["summary"]["1"]["test"]["rank_ic"])
     assert ensemble["train_seconds"] == 20.0 and ensemble["group"] == "ensemble"
     assert quality._with_ensemble([baseline, records[0]], tmp_path) == [baseline, records[0]]  # one seed: no row
+
+
+def test_rows_trained_before_a_default_changed_say_so(tmp_path):
+    from atft_core.config import RunConfig
+    from atft_core.run_files import RunFiles, write_json_atomic
+
+    files = RunFiles(tmp_path / "default-s0")
+    files.root.mkdir()
+    requested = RunConfig().replace(**{"model.hidden_size": 8, "train.phase_epochs": (1, 1, 1, 1)}).to_dict()
+    requested["loss"]["rankic_weight"] = RunConfig().loss.rankic_weight + 0.1   # an earlier default
+    del requested["loss"]["neutralize"]                                         # a key added later
+    write_json_atomic(files.config, {"config": requested, "requested": requested, "resolved": {}})
+    stale = quality.stale_defaults(files.root, quality.PROFILES["real"])
+    assert stale == [f"loss.rankic_weight={requested['loss']['rankic_weight']} "
+                     f"(default now {RunConfig().loss.rankic_weight})"]   # hidden size, phases: the report's own knobs
+    results = {"settings": {"cuts": "c", "stale_defaults": stale}, "machine": {k: "m" for k in (
+        "cpu", "cores", "ram_gib", "gpu", "python", "torch", "load_before", "load_after")},
+               "commands": ["x"], "command": "y", "generated": "g", "devices": [], "rows_run_seconds": 1.0,
+               "wall_seconds": 1.0, "reused": []}
+    assert any("trained before a config default changed: loss.rankic_weight=" in line
+               for line in report._settings_lines(results))
+    assert quality.stale_defaults(tmp_path / "missing", quality.PROFILES["real"]) == []
