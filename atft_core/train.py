@@ -79,13 +79,14 @@ class StatusFile:
             self._status["updated"] = time.time()
             write_json_atomic(self._files.status, self._status)
 
-    def warn(self, message: str) -> None:
-        """Log a warning and keep it in status.json's "warnings" (the Run page shows them)."""
+    def warn(self, message: str, topic: str = "") -> None:
+        """Log a warning and keep it in status.json's "warnings" (the Run page shows them).
+        A warning starting with `topic` replaces an earlier one on that topic (one line per
+        problem, the latest figures), and an identical one is kept once."""
         log.warning(message)
         with self._lock:
-            warnings = self._status.setdefault("warnings", [])
-            if message not in warnings:
-                warnings.append(message)
+            kept = [w for w in self._status.get("warnings", []) if w != message and not (topic and w.startswith(topic))]
+            self._status["warnings"] = [*kept, message]
         self.set()
 
     def start(self) -> None:
@@ -476,7 +477,7 @@ class Trainer:
         threshold = self.cfg.train.degenerate_std_threshold
         if pred_std is not None and pred_std < threshold:
             message = f"predictions degenerate: val/pred_std={pred_std:.3g} < train.degenerate_std_threshold={threshold}"
-            self.status.warn(message)
+            self.status.warn(message, topic="predictions degenerate")
             if self.cfg.train.stop_on_degenerate:
                 raise TrainingFailed(message)
 

@@ -199,3 +199,17 @@ def test_predict_rebuilds_the_deep_model_from_its_checkpoint(demo_dataset, tmp_p
     values = predict_run(files.root, demo_dataset, tmp_path / "p.parquet")
     assert values["predict/rank_ic"] is not None
     assert torch.isfinite(torch.tensor(pl.read_parquet(tmp_path / "p.parquet")["pred_1d"].to_numpy())).all()
+
+
+def test_status_warnings_keep_one_line_per_problem(tmp_path):
+    from atft_core.train import StatusFile
+
+    files = RunFiles(tmp_path / "warned")
+    files.root.mkdir()
+    status = StatusFile(files, heartbeat_seconds=60)
+    status.warn("predictions degenerate: val/pred_std=1e-07", topic="predictions degenerate")
+    status.warn("seed group: no ensemble built")
+    status.warn("predictions degenerate: val/pred_std=2e-08", topic="predictions degenerate")   # the next epoch
+    status.warn("seed group: no ensemble built")
+    assert read_json(files.status)["warnings"] == ["predictions degenerate: val/pred_std=2e-08",
+                                                   "seed group: no ensemble built"]   # latest last
