@@ -26,25 +26,25 @@ quotes = data_view.input_file("daily quotes", "quotes")
 listed = data_view.input_file("listed info", "listed")
 index = data_view.input_file("TOPIX index (optional)", "index", required=False)
 cols = st.columns(3)
-out_name = cols[0].text_input("Output file", value="jquants.parquet")
+out_name = cols[0].text_input("Output file", value="jquants.parquet", key="build_name")
 start = cols[1].text_input("Start (YYYY-MM-DD, optional)", value=BuildParams().start)
 end = cols[2].text_input("End (YYYY-MM-DD, optional)", value=BuildParams().end)
 if st.button("Build dataset", disabled=not (quotes and listed)):
     params = BuildParams(start=start.strip(), end=end.strip())
-    work = partial(build_dataset, quotes, listed, data_dir / out_name, index or None, params)
-    if data_view.run_with_progress("Building the dataset", lambda log: work(log=log)) is not None:
-        st.session_state["data_flash"] = f"Wrote {data_dir / out_name}"
-        st.rerun()
+    if out := data_view.output_path(data_dir, out_name):
+        work = partial(build_dataset, quotes, listed, out, index or None, params)
+        if data_view.run_with_progress("Building the dataset", lambda log: work(log=log)) is not None:
+            st.session_state["data_flash"] = f"Wrote {out}"
+            st.rerun()
 
 st.subheader("Generate a synthetic demo dataset")
 demo = data_view.defaults_of(make_demo)
 cols = st.columns(4)
 demo_name = cols[0].text_input("Output file", value="demo_custom.parquet", key="demo_name")
-stocks = cols[1].number_input("Stocks", min_value=2, value=demo["n_stocks"], step=10)
-days = cols[2].number_input("Days", min_value=2, value=demo["n_days"], step=50)
-seed = cols[3].number_input("Seed", value=demo["seed"], step=1)
-if st.button("Generate demo"):
-    out = data_dir / demo_name
+stocks = cols[1].number_input("Stocks", min_value=2, value=demo["n_stocks"], step=10, key="demo_stocks")
+days = cols[2].number_input("Days", min_value=2, value=demo["n_days"], step=50, key="demo_days")
+seed = cols[3].number_input("Seed", value=demo["seed"], step=1, key="demo_seed")
+if st.button("Generate demo") and (out := data_view.output_path(data_dir, demo_name)):
     if data_view.run_with_progress("Generating the demo", lambda log: make_demo(out, int(stocks), int(days), int(seed), log=log)) is not None:
         st.session_state["data_flash"] = f"Wrote {out}"
         st.rerun()

@@ -97,3 +97,20 @@ def check_tag(tag: str) -> str:
             f"tag {tag!r}: use 1-{TAG_MAX} letters, digits, '_', '-', '.', ':' (starting with a letter or digit)"
         )
     return tag
+
+
+DATASET_SUFFIX = ".parquet"
+
+
+def data_file(data_dir: Path | str, name: str, what: str = "output file") -> Path:
+    """The dataset `data_dir/name` for a user-given file name, refusing anything that leaves it.
+
+    `name` must be a plain file name ending in .parquet: no folder part, no '..', no leading
+    dot; the resolved path (symlinks followed) must still be inside `data_dir`.
+    """
+    name = str(name).strip()
+    if not name or Path(name).name != name or name in (".", "..") or name.startswith("."):
+        raise UnsafePathError(f"{what} {name!r}: give a plain file name such as my_data.parquet, without folders")
+    if not name.endswith(DATASET_SUFFIX):
+        raise UnsafePathError(f"{what} {name!r}: the dataset must be a {DATASET_SUFFIX} file")
+    return resolve_within(Path(data_dir) / name, [data_dir], what)

@@ -12,7 +12,8 @@ import pytest
 
 from atft_core import launcher, runs
 from atft_core.config import RunConfig
-from atft_core.paths import UnsafePathError, check_run_id, check_tag, clean_text, resolve_within, run_path, slugify
+from atft_core.paths import (UnsafePathError, check_run_id, check_tag, clean_text, data_file, resolve_within, run_path,
+                             slugify)
 from atft_core.run_files import RunFiles, update_status, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +59,16 @@ def test_resolve_within_refuses_escapes(tmp_path: Path) -> None:
     (data / "link.parquet").symlink_to("/etc/passwd")
     with pytest.raises(UnsafePathError):
         resolve_within(data / "link.parquet", [data])
+
+
+@pytest.mark.parametrize("bad", ["../x.parquet", "/etc/x.parquet", "a/b.parquet", "..", ".hidden.parquet", "x.csv", ""])
+def test_data_file_names_stay_in_the_data_folder(tmp_path: Path, bad: str) -> None:
+    assert data_file(tmp_path, "ok.parquet") == (tmp_path / "ok.parquet").resolve()
+    with pytest.raises(UnsafePathError):
+        data_file(tmp_path, bad)
+    (tmp_path / "link.parquet").symlink_to("/etc/passwd")
+    with pytest.raises(UnsafePathError):
+        data_file(tmp_path, "link.parquet")
 
 
 def test_launch_refuses_dataset_outside_data_roots(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 import streamlit as st
 
+from atft_core.paths import UnsafePathError, data_file
+
 from . import charts, live
 
 
@@ -20,6 +22,15 @@ def dataset_details(path: str) -> None:
         return
     st.code(summary.to_text(), language=None)
     st.altair_chart(charts.coverage_chart(live.stocks_per_day(path)))
+
+
+def output_path(data_dir: Path, name: str) -> Path | None:
+    """`data_dir/name` when `name` is a plain .parquet file name inside it; else the error is shown."""
+    try:
+        return data_file(data_dir, name, "Output file")
+    except UnsafePathError as exc:
+        st.error(f"error: {exc}")
+        return None
 
 
 def input_file(label: str, key: str, required: bool = True) -> str | None:
