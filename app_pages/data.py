@@ -1,6 +1,5 @@
 """Data: the datasets in the data folder, building one from J-Quants files, or a demo."""
 
-from functools import partial
 from pathlib import Path
 
 import streamlit as st
@@ -30,10 +29,11 @@ out_name = cols[0].text_input("Output file", value="jquants.parquet", key="build
 start = cols[1].text_input("Start (YYYY-MM-DD, optional)", value=BuildParams().start)
 end = cols[2].text_input("End (YYYY-MM-DD, optional)", value=BuildParams().end)
 if st.button("Build dataset", disabled=not (quotes and listed)):
-    params = BuildParams(start=start.strip(), end=end.strip())
     if out := data_view.output_path(data_dir, out_name):
-        work = partial(build_dataset, quotes, listed, out, index or None, params)
-        if data_view.run_with_progress("Building the dataset", lambda log: work(log=log)) is not None:
+        def work(log):
+            params = BuildParams(start=start.strip(), end=end.strip())
+            return build_dataset(quotes, listed, out, index or None, params, log=log)
+        if data_view.run_with_progress("Building the dataset", work) is not None:
             st.session_state["data_flash"] = f"Wrote {out}"
             st.rerun()
 

@@ -5,14 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .build import BuildParams, build_dataset
+from .build import BuildParams, build_dataset, parse_horizons
 from .demo import make_demo
 from .errors import DataError
 from .validate import validate_dataset
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the data layer's error form: one line `error: ...`, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m atft_core.data", description=__doc__)
+    p = _Parser(prog="python -m atft_core.data", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="synthetic market with planted structure -> raw files + dataset")
     demo.add_argument("--out", required=True, help="dataset PATH.parquet (raw files go to PATH_raw/)")
@@ -44,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             summary = make_demo(args.out, n_stocks=args.stocks, n_days=args.days, seed=args.seed, log=log)
         elif args.command == "build":
-            horizons = tuple(sorted({int(h) for h in args.horizons.split(",") if h.strip()}))
-            if not horizons or min(horizons) < 1:
-                raise DataError(f"--horizons {args.horizons!r}: give positive whole days, e.g. 1,5,10,20")
-            params = BuildParams(horizons=horizons, start=args.start, end=args.end, clip=args.clip,
+            params = BuildParams(horizons=parse_horizons(args.horizons), start=args.start, end=args.end, clip=args.clip,
                                  min_stocks_per_day=args.min_stocks)
             summary = build_dataset(args.quotes, args.listed_info, args.out, index=args.index, params=params, log=log)
         else:

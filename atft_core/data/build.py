@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,33 @@ NORMALIZATION = (
 )
 
 
+MIN_CROSS_SECTION = 2
+"""A date needs at least two stocks to have a cross-section at all."""
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_horizons(text: str) -> tuple[int, ...]:
+    """'1,5,10,20' -> (1, 5, 10, 20); DataError naming --horizons for anything else."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    bad = [p for p in parts if not p.isdigit() or int(p) < 1]
+    if not parts or bad:
+        what = f"{bad[0]!r} is not a positive whole number of days" if bad else "no horizon given"
+        raise DataError(f"--horizons {text!r}: {what}; give e.g. 1,5,10,20")
+    return tuple(sorted({int(p) for p in parts}))
+
+
+def _parse_date(value: str, name: str) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"--{name}: expected a date YYYY-MM-DD, got {value!r}") from exc
+
+
 @dataclass(frozen=True)
 class BuildParams:
     """Options of `build` (part of the dataset fingerprint, except `stocks_per_chunk`)."""
@@ -58,14 +86,23 @@ class BuildParams:
     stocks_per_chunk: int = field(default=500, compare=False)
     """Stocks per chunk of the per-stock stage: bounds peak memory, not the result."""
 
-
-def _parse_date(value: str, name: str) -> dt.date | None:
-    if not value:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise DataError(f"--{name}: expected YYYY-MM-DD, got {value!r}") from exc
+    def __post_init__(self) -> None:
+        """Refuse a bad option before any work, naming it as the CLI does (DataError)."""
+        if not self.horizons or any(not _whole(h) or h < 1 for h in self.horizons):
+            raise DataError(f"--horizons {list(self.horizons)}: give positive whole days, e.g. 1,5,10,20")
+        if len(set(self.horizons)) != len(self.horizons):
+            raise DataError(f"--horizons {list(self.horizons)}: a horizon is repeated")
+        if not isinstance(self.clip, (int, float)) or not math.isfinite(self.clip) or self.clip <= 0:
+            raise DataError(f"--clip {self.clip!r}: must be a finite number > 0 (normalised features are clipped to +-clip)")
+        if not _whole(self.min_stocks_per_day) or self.min_stocks_per_day < MIN_CROSS_SECTION:
+            raise DataError(f"--min-stocks {self.min_stocks_per_day!r}: must be a whole number >= {MIN_CROSS_SECTION} "
+                            "(a date needs a cross-section)")
+        for name in ("days_listed_cap", "stocks_per_chunk"):
+            if not _whole(getattr(self, name)) or getattr(self, name) < 1:
+                raise DataError(f"{name} {getattr(self, name)!r}: must be a whole number >= 1")
+        start, end = _parse_date(self.start, "start"), _parse_date(self.end, "end")
+        if start and end and start > end:
+            raise DataError(f"--start {self.start} is after --end {self.end}")
 
 
 def _sha256(path: Path) -> str:
@@ -228,8 +265,7 @@ def build_dataset(
     if end is not None:
         q = q.filter(pl.col("Date") <= end)
         ix = ix.filter(pl.col("Date") <= end) if ix is not None else None
-    if q.height == 0:
-        raise DataError(f"quotes file {quotes}: no rows on or before --end {params.end}")
+    _check_tradable(q, quotes, params, start)
     fp, source = fingerprint({"quotes": Path(quotes), "listed_info": Path(listed_info),
                               "index": Path(index) if index else None}, params)
     dense = _dense(q)
@@ -269,6 +305,19 @@ def build_dataset(
         "build_warnings": warnings,
     }
     return _write_validated(df, out, meta, params, say)
+
+
+def _check_tradable(q: pl.DataFrame, quotes, params: BuildParams, start: dt.date | None) -> None:
+    """Refuse, before any work, quotes that leave nothing to build (DataError with the reason)."""
+    if q.height == 0:
+        raise DataError(f"quotes file {quotes}: no rows on or before --end {params.end}")
+    traded = q.filter((pl.col("close") > 0) & (pl.col("volume") > 0))
+    if traded.height == 0:
+        raise DataError(f"quotes file {quotes}: no row has a positive close and a positive volume "
+                        f"({q.height} rows): nothing traded, so there is nothing to build")
+    last = traded["Date"].max()
+    if start is not None and start > last:
+        raise DataError(f"--start {params.start} is after the last traded date {last} in quotes file {quotes}")
 
 
 def _sector_warnings(df: pl.DataFrame, listed_info) -> list[str]:

@@ -7,6 +7,7 @@ turnover (float64, NaN turned into null so that rolling windows skip them).
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import polars as pl
@@ -75,9 +76,38 @@ def _dates(df: pl.DataFrame, where: str) -> pl.DataFrame:
     out = df.with_columns(parsed.alias("__date"))
     bad = out.with_row_index("row").filter(pl.col("__date").is_null())
     if bad.height:
-        examples = ", ".join(f"row {r}: {v!r}" for r, v in bad.select("row", "Date").head(_N_EXAMPLES).iter_rows())
+        examples = ", ".join(f"row {r}: {v!r}" for r, v in bad.select("row", pl.col("Date").cast(pl.String))
+                             .head(_N_EXAMPLES).iter_rows())
         raise DataError(f"{where}: {bad.height} garbled or missing date(s) in column 'Date' ({examples})")
+    implausible_dates(out, "__date", "Date", where)
     return out.drop("Date").rename({"__date": "Date"})
+
+
+EPOCH = dt.date(1970, 1, 1)
+PLAUSIBLE_YEARS = (1950, 2200)
+"""Dates outside these years are taken as garbled (e.g. a 9999-12-31 placeholder)."""
+
+
+def implausible_dates(df: pl.DataFrame, column: str, name: str, where: str) -> None:
+    """DataError naming rows whose date lies outside PLAUSIBLE_YEARS.
+
+    Compared as day numbers: polars cannot turn a date past year 9999 into a Python date.
+    """
+    lo, hi = (dt.date(PLAUSIBLE_YEARS[0], 1, 1), dt.date(PLAUSIBLE_YEARS[1], 12, 31))
+    days = pl.col(column).cast(pl.Int32)
+    bad = df.with_row_index("row").filter((days < (lo - EPOCH).days) | (days > (hi - EPOCH).days))
+    if bad.height:
+        ex = ", ".join(f"row {r}: {_day_text(d)}" for r, d in bad.select("row", days).head(_N_EXAMPLES).iter_rows())
+        raise DataError(f"{where}: {bad.height} date(s) in column {name!r} outside the years "
+                        f"{PLAUSIBLE_YEARS[0]}-{PLAUSIBLE_YEARS[1]} ({ex})")
+
+
+def _day_text(days: int) -> str:
+    """A day number as YYYY-MM-DD, also past year 9999 (proleptic Gregorian)."""
+    try:
+        return str(EPOCH + dt.timedelta(days=days))
+    except OverflowError:
+        return f"~year {1970 + round(days / 365.2425)}"
 
 
 def _numeric(df: pl.DataFrame, columns: tuple[str, ...], where: str) -> None:
@@ -92,6 +122,25 @@ def _no_inf(df: pl.DataFrame, columns: tuple[str, ...], where: str) -> None:
         if bad.height:
             rows = ", ".join(str(r) for r in bad["row"].head(_N_EXAMPLES))
             raise DataError(f"{where}: column {c!r} has {bad.height} infinite value(s) (rows {rows})")
+
+
+def _codes(df: pl.DataFrame, column: str, where: str) -> pl.DataFrame:
+    """`column` as stripped text; a missing or blank code is a DataError naming the rows."""
+    df = df.with_columns(pl.col(column).cast(pl.String).str.strip_chars())
+    bad = df.with_row_index("row").filter(pl.col(column).is_null() | (pl.col(column) == ""))
+    if bad.height:
+        rows = ", ".join(str(r) for r in bad["row"].head(_N_EXAMPLES))
+        raise DataError(f"{where}: {bad.height} row(s) with a missing {column!r} (rows {rows})")
+    return df
+
+
+def _no_negative(df: pl.DataFrame, columns: tuple[str, ...], where: str) -> None:
+    for c in columns:
+        bad = df.with_row_index("row").filter(pl.col(c) < 0)
+        if bad.height:
+            rows = ", ".join(str(r) for r in bad["row"].head(_N_EXAMPLES))
+            raise DataError(f"{where}: column {c!r} has {bad.height} negative value(s) (rows {rows}); "
+                            "prices and volumes cannot be negative")
 
 
 def no_duplicates(df: pl.DataFrame, keys: tuple[str, ...], where: str) -> None:
@@ -117,8 +166,9 @@ def read_quotes(path: str | Path) -> pl.DataFrame:
     source = QUOTE_ADJUSTED[2:] if adjusted else QUOTE_RAW[2:]
     _numeric(df, source + (("TurnoverValue",) if "TurnoverValue" in cols else ()), where)
     _no_inf(df, source, where)
-    df = _dates(df.with_columns(pl.col("Code").cast(pl.String).str.strip_chars()), where)
+    df = _dates(_codes(df, "Code", where), where)
     no_duplicates(df, ("Code", "Date"), where)
+    _no_negative(df, source, where)
     turnover = pl.col("TurnoverValue").cast(pl.Float64) if "TurnoverValue" in cols else pl.lit(None, pl.Float64)
     names = ("open", "high", "low", "close", "volume")
     out = df.select(
@@ -147,8 +197,8 @@ def read_listed_info(path: str | Path) -> pl.DataFrame:
     where = f"listed-info file {path}"
     df = read_table(path, "listed-info")
     require_columns(df.columns, LISTED_REQUIRED, where)
-    df = df.select(
-        pl.col("Code").cast(pl.String).str.strip_chars(),
+    df = _codes(df, "Code", where).select(
+        "Code",
         pl.col("Sector33Code").cast(pl.String).str.strip_chars().str.zfill(SECTOR_CODE_WIDTH),
     )
     no_duplicates(df, ("Code",), where)

@@ -14,14 +14,13 @@ from pathlib import Path
 import polars as pl
 
 from .errors import DataError
-from .inputs import check_file, is_parquet
+from .inputs import check_file, implausible_dates, is_parquet
 from .schema import (CODE, DATE, FEATURE_PREFIX, RAW_RET, SECTOR, TARGET_PREFIX, parse_target_horizon,
                      read_metadata, require_columns, suggest, target_name)
 
 CROSS_SECTION_FLOOR = 2
 """Below two stocks a date has no cross-section at all."""
 _N_EXAMPLES = 5
-_PLAUSIBLE_YEARS = (1950, 2200)
 
 
 @dataclass
@@ -120,12 +119,13 @@ def _check_columns(path: Path, schema: pl.Schema, meta: dict) -> tuple[list[str]
     return names, horizons, warnings
 
 
-def _check_values(path: Path, feats: list[str], others: list[str]) -> int:
+def _check_values(path: Path, feats: list[str], others: list[str]) -> tuple[int, list[str]]:
+    """Row count and warnings; DataError on infinite values or a feature that is all NaN or constant."""
     lf = pl.scan_parquet(path)
     stats = lf.select(
         pl.len().alias("__n"),
         *[pl.col(c).is_infinite().sum().alias(f"inf|{c}") for c in feats + others],
-        *[(pl.col(c).is_nan() | pl.col(c).is_null()).sum().alias(f"nan|{c}") for c in feats],
+        *[(pl.col(c).is_nan() | pl.col(c).is_null()).sum().alias(f"nan|{c}") for c in feats + others],
         *[pl.col(c).fill_nan(None).min().alias(f"min|{c}") for c in feats],
         *[pl.col(c).fill_nan(None).max().alias(f"max|{c}") for c in feats],
     ).collect().row(0, named=True)
@@ -141,7 +141,9 @@ def _check_values(path: Path, feats: list[str], others: list[str]) -> int:
             raise DataError(f"dataset {path}: feature {c!r} is entirely NaN/missing")
         if stats[f"min|{c}"] == stats[f"max|{c}"]:
             raise DataError(f"dataset {path}: feature {c!r} is constant ({stats[f'min|{c}']}) on all {n} rows")
-    return n
+    empty = [c for c in others if stats[f"nan|{c}"] == n]
+    return n, [f"column {c!r} is missing on every row: a run has nothing to train or evaluate on for it"
+               for c in empty]
 
 
 def _check_keys(path: Path, min_stocks: int) -> tuple[pl.DataFrame, int, list[str]]:
@@ -149,9 +151,7 @@ def _check_keys(path: Path, min_stocks: int) -> tuple[pl.DataFrame, int, list[st
     bad = keys.with_row_index("row").filter(pl.col(DATE).is_null() | pl.col(CODE).is_null())
     if bad.height:
         raise DataError(f"dataset {path}: {bad.height} row(s) with a missing Code or Date (rows {bad['row'].head(_N_EXAMPLES).to_list()})")
-    lo, hi = keys[DATE].min(), keys[DATE].max()
-    if not (_PLAUSIBLE_YEARS[0] <= lo.year and hi.year <= _PLAUSIBLE_YEARS[1]):
-        raise DataError(f"dataset {path}: garbled dates, range {lo}..{hi} is implausible")
+    implausible_dates(keys, DATE, DATE, f"dataset {path}: garbled dates")
     dup = keys.group_by(CODE, DATE).len().filter(pl.col("len") > 1).sort(DATE, CODE)
     if dup.height:
         ex = ", ".join(f"({c}, {d})" for c, d, _ in dup.head(_N_EXAMPLES).iter_rows())
@@ -189,7 +189,8 @@ def validate_dataset(path: str | Path, min_stocks_per_day: int = CROSS_SECTION_F
     schema, meta = _open(path)
     names, horizons, warnings = _check_columns(path, schema, meta)
     others = [RAW_RET] + [target_name(h) for h in horizons]
-    n_rows = _check_values(path, names, others)
+    n_rows, value_warnings = _check_values(path, names, others)
+    warnings += value_warnings
     per_day, n_stocks, count_warnings = _check_keys(path, min_stocks_per_day)
     has_sector, coverage = SECTOR in schema.names(), 0.0
     if has_sector:
