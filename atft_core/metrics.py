@@ -125,18 +125,42 @@ def _ordered_targets(p_row: np.ndarray, t_row: np.ndarray, valid_row: np.ndarray
     return t[order]
 
 
+def long_short_weights(pred: np.ndarray, mask: np.ndarray, quantile: float = DEFAULT_LS_QUANTILE) -> np.ndarray:
+    """The decile long-short book of each date: +1/k on the k highest predictions, -1/k on the
+    k lowest (``k = max(1, floor(n * quantile))`` of the date's n valid stocks), 0 elsewhere.
+
+    A date with fewer than two valid stocks holds no book (all 0). Each leg sums to 1 in
+    absolute value, so the book is dollar-neutral with gross exposure 2. A cell counts where
+    ``mask`` is true and ``pred`` is finite. Shapes: [D, N] x2 -> [D, N].
+    """
+    if not 0.0 < quantile <= 0.5:
+        raise ValueError(f"long_short_weights: quantile must be in (0, 0.5], got {quantile}")
+    p = np.asarray(pred, dtype=np.float64)
+    valid = np.asarray(mask, dtype=bool) & np.isfinite(p)
+    n = valid.sum(axis=1)
+    k = np.maximum(1, np.floor(n * quantile + 1e-9).astype(np.int64))
+    # Position of each stock in its date's order from the highest prediction down; invalid
+    # cells sort last, equal predictions keep the stock order (stable sort).
+    order = np.argsort(np.where(valid, -p, np.inf), axis=1, kind="stable")
+    position = np.empty_like(order)
+    np.put_along_axis(position, order, np.arange(p.shape[1])[None, :], axis=1)
+    held = valid & (n >= MIN_STOCKS)[:, None]
+    long = held & (position < k[:, None])
+    short = held & (position >= (n - k)[:, None])
+    return (long.astype(np.float64) - short.astype(np.float64)) / k[:, None]
+
+
 def long_short_returns(
     pred: np.ndarray, target: np.ndarray, mask: np.ndarray, quantile: float = DEFAULT_LS_QUANTILE
 ) -> np.ndarray:
-    """Top-minus-bottom mean target per date, legs of max(1, floor(n*quantile)). [D, N] x3 -> [D]."""
-    if not 0.0 < quantile <= 0.5:
-        raise ValueError(f"long_short_returns: quantile must be in (0, 0.5], got {quantile}")
+    """Top-minus-bottom mean target per date, legs of max(1, floor(n*quantile)). [D, N] x3 -> [D].
+
+    The return of `long_short_weights`' book on the date's targets.
+    """
     p, t, valid = _prepare(pred, target, mask)
-    out = np.full(p.shape[0], np.nan)
-    for d in np.flatnonzero(_rows_with_enough(valid)):
-        r = _ordered_targets(p[d], t[d], valid[d])
-        k = max(1, int(math.floor(len(r) * quantile + 1e-9)))
-        out[d] = r[:k].mean() - r[-k:].mean()
+    weights = long_short_weights(p, valid, quantile)
+    out = np.where(valid, weights * np.where(valid, t, 0.0), 0.0).sum(axis=1)
+    out[~_rows_with_enough(valid)] = np.nan
     return out
 
 
