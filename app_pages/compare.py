@@ -5,8 +5,8 @@ ensemble run."""
 import streamlit as st
 
 from atft_core import runs
-from atft_core.ensemble import build_ensemble
 from atft_core.run_files import RunFiles, read_json
+from atft_core.runs.ensemble import build_ensemble
 from ui import charts, live, logic, state
 
 st.title("Compare runs")

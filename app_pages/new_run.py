@@ -3,7 +3,8 @@ seed group (runs trained one after another, then combined into an ensemble run).
 
 import streamlit as st
 
-from atft_core.launcher import MAX_SEEDS, launch_run, launch_seeds
+from atft_core.runs.launch import launch_run
+from atft_core.runs.seeds import MAX_SEEDS, launch_seeds
 from atft_core.system import preflight, verdict
 from ui import state, views
 from ui.form import config_form, dataset_paths

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from atft_core import launcher, runs
-from atft_core.ensemble import ENSEMBLE_KIND
+from atft_core import runs
+from atft_core.runs import ENSEMBLE_KIND, launch
 from ui import live, run_view, state
 
 REFRESH_SECONDS = 2
@@ -35,12 +35,12 @@ def live_part() -> None:
     cols = st.columns(6)
     if summary.live and cols[0].button("Stop", key="stop"):
         with st.spinner("Stopping (the trainer saves last.pt first)..."):
-            launcher.stop_run(runs_dir, run_id)
+            launch.stop_run(runs_dir, run_id)
         st.rerun()
     resumable = summary.model_kind != ENSEMBLE_KIND    # an ensemble trained nothing of its own
     if not summary.live and resumable and cols[0].button("Resume", key="resume"):
         try:
-            launcher.resume_run(runs_dir, run_id)
+            launch.resume_run(runs_dir, run_id)
             st.rerun()
         except runs.RunError as exc:
             st.error(str(exc))

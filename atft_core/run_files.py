@@ -4,16 +4,20 @@ A run folder holds ``config.json`` (effective config + resolved facts), ``run.js
 name, tags, note, pid and process start time, requested config), ``status.json`` (state,
 heartbeat), ``metrics.jsonl`` (append-only long-format metrics), ``train.log`` and
 ``checkpoints/``; a finished run adds ``predictions.parquet`` and, for the deep model,
-``feature_weights.json`` (the encoder's mean variable-selection weight per input). JSON files are written atomically (temp file + rename) so a reader never
-sees half a file; each metric line is written whole in one ``write`` and flushed, so a reader
-can at worst see a torn *last* line, which DuckDB is told to skip.
+``feature_weights.json`` (the encoder's mean variable-selection weight per input). JSON files
+are written atomically (temp file + rename) so a reader never sees half a file (the trainer's
+`StatusFile` rewrites status.json on every heartbeat); each metric line is written whole in one
+``write`` and flushed, so a reader can at worst see a torn *last* line, which DuckDB is told to
+skip.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,8 @@ from typing import Any
 RUN_STATES = ("queued", "running", "completed", "early_stopped", "stopped", "failed", "crashed")
 """`crashed` is never written by a trainer: readers infer it (process gone, no final state)."""
 FINAL_STATES = ("completed", "early_stopped", "stopped", "failed")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,44 @@ def update_status(files: RunFiles, **fields: Any) -> dict[str, Any]:
     status["updated"] = time.time()
     write_json_atomic(files.status, status)
     return status
+
+
+class StatusFile:
+    """status.json of a run as its trainer keeps it: one in-memory dict, written atomically by the
+    training loop and by a heartbeat thread (every `heartbeat_seconds`) while the trainer works."""
+
+    def __init__(self, files: RunFiles, heartbeat_seconds: float):
+        self._files = files
+        self._lock = threading.Lock()
+        self._status: dict[str, Any] = read_json(files.status) or {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(heartbeat_seconds,), daemon=True)
+
+    def set(self, **fields: Any) -> None:
+        with self._lock:
+            self._status.update(fields)
+            self._status["updated"] = time.time()
+            write_json_atomic(self._files.status, self._status)
+
+    def warn(self, message: str, topic: str = "") -> None:
+        """Log a warning and keep it in status.json's "warnings" (the Run page shows them).
+        A warning starting with `topic` replaces an earlier one on that topic (one line per
+        problem, the latest figures), and an identical one is kept once."""
+        log.warning(message)
+        with self._lock:
+            kept = [w for w in self._status.get("warnings", []) if w != message and not (topic and w.startswith(topic))]
+            self._status["warnings"] = [*kept, message]
+        self.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _beat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.set()
 
 
 class MetricsWriter:

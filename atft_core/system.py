@@ -25,6 +25,8 @@ from typing import Any
 import psutil
 
 from atft_core.config import ConfigError, RunConfig, build_config, feature_index, parse_overrides, resolve
+from atft_core.paths import check_run_id
+from atft_core.runs.store import query_metrics
 
 GiB = 1024**3
 BYTES_PER_VALUE = 4
@@ -439,9 +441,6 @@ def memory_key(cfg: RunConfig) -> tuple:
 def measured_peak(eff: RunConfig, runs_dir: Path, metric: str) -> tuple[float, str] | None:
     """(highest `metric`, run id) over the runs in `runs_dir` whose effective config has the same
     `memory_key`; None when no such run logged it."""
-    from atft_core.paths import check_run_id
-    from atft_core.runs import query_metrics
-
     key, same = memory_key(eff), []
     for config_file in sorted(runs_dir.glob("*/config.json")):
         try:

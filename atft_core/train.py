@@ -15,6 +15,7 @@ and, at the end, predictions of the best checkpoint on validation and test.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -49,7 +50,8 @@ from atft_core.loss import compute_loss
 from atft_core.model import ATFTGATFAN, FAN_PHASE, GAT_PHASE
 from atft_core.nn.fan import FanInputs, precompute_fan
 from atft_core.predictions import write_predictions
-from atft_core.run_files import MetricsWriter, RunFiles, read_json, write_json_atomic
+from atft_core.run_files import MetricsWriter, RunFiles, StatusFile, read_json, write_json_atomic
+from atft_core.runs.seeds import combine_group, wait_for_run
 from atft_core.system import peak_memory, resolve_here
 
 log = logging.getLogger("atft_core.train")
@@ -57,47 +59,6 @@ log = logging.getLogger("atft_core.train")
 
 class TrainingFailed(RuntimeError):
     """The run cannot go on (non-finite loss, degenerate predictions when told to stop)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Status: one in-memory dict, written atomically by the loop and by a heartbeat thread
-
-
-class StatusFile:
-    """status.json of a run, refreshed by a heartbeat thread while the trainer works."""
-
-    def __init__(self, files: RunFiles, heartbeat_seconds: float):
-        self._files = files
-        self._lock = threading.Lock()
-        self._status: dict[str, Any] = read_json(files.status) or {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, args=(heartbeat_seconds,), daemon=True)
-
-    def set(self, **fields: Any) -> None:
-        with self._lock:
-            self._status.update(fields)
-            self._status["updated"] = time.time()
-            write_json_atomic(self._files.status, self._status)
-
-    def warn(self, message: str, topic: str = "") -> None:
-        """Log a warning and keep it in status.json's "warnings" (the Run page shows them).
-        A warning starting with `topic` replaces an earlier one on that topic (one line per
-        problem, the latest figures), and an identical one is kept once."""
-        log.warning(message)
-        with self._lock:
-            kept = [w for w in self._status.get("warnings", []) if w != message and not (topic and w.startswith(topic))]
-            self._status["warnings"] = [*kept, message]
-        self.set()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def _beat(self, every: float) -> None:
-        while not self._stop.wait(every):
-            self.set()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,7 +560,7 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
         status.set(state=state, ended=time.time(), epoch=trainer.progress.epoch)
         log.info("run %s", state)
         if ensemble_of and state in ("completed", "early_stopped"):
-            _combine_group(files, ensemble_of, status)
+            combine_group(files, ensemble_of, status)
         return state
     except Exception as exc:  # the run's outcome is recorded, whatever went wrong
         log.exception("run failed")
@@ -627,102 +588,50 @@ def _install_stop_handlers(stop_event: threading.Event) -> dict[int, Any]:
     return previous
 
 
-def wait_for_run(run_dir: Path, stop_event: threading.Event, poll_seconds: float) -> bool:
-    """Block until the run in `run_dir` is no longer queued or running (finished, failed,
-    stopped, crashed or deleted); False if `stop_event` is set first."""
-    from atft_core.runs import LIVE_STATES, RunError, run_state
-
-    log.info("queued: waiting for run %s to finish", run_dir.name)
-    while True:
-        try:
-            if run_state(run_dir.parent, run_dir.name).status not in LIVE_STATES:
-                return True
-        except RunError:  # deleted meanwhile: nothing to wait for
-            return True
-        if stop_event.wait(poll_seconds):
-            return False
-
-
-def _combine_group(files: RunFiles, earlier: Sequence[str], status: StatusFile) -> None:
-    """Combine this run and the earlier runs of its group that finished into an ensemble run;
-    a failure is logged and shown as a warning, never fails the run that trained fine."""
-    from atft_core.ensemble import FINISHED, build_ensemble
-    from atft_core.runs import RunError, run_state
-
-    runs_dir = files.root.parent
-    members = []
-    for run_id in [*earlier, files.root.name]:
-        try:
-            if run_state(runs_dir, run_id).status in FINISHED:
-                members.append(run_id)
-        except RunError:
-            continue
-    info = read_json(files.run_info) or {}
-    if len(members) < 2:
-        message = f"seed group: {len(members)} of {len(earlier) + 1} runs finished; no ensemble built"
-        status.warn(message)
-        return
-    try:
-        ensemble_id = build_ensemble(runs_dir, members, name=f"{info.get('group_name') or 'seeds'} ensemble",
-                                     tags=info.get("tags") or ())
-    except (RunError, OSError) as exc:
-        status.warn(f"seed group: no ensemble built: {exc}")
-        return
-    log.info("seed group: ensemble run %s of %s", ensemble_id, ", ".join(members))
-    status.set(ensemble=ensemble_id)
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m atft_core.train", allow_abbrev=False,
+        description="Train one run folder. Settings are given as --section.field=value "
+                    "(e.g. --model.hidden_size=128); --print-config shows every one.")
+    p.add_argument("--config", help="JSON config file (partial is fine; defaults fill the rest)")
+    p.add_argument("--run-dir", help="the run folder to train into (created if missing)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint, "
+                   "with the settings it was started with")
+    p.add_argument("--print-config", action="store_true", help="print the effective config (resolved for this "
+                   "machine) and exit")
+    p.add_argument("--after", metavar="RUN_DIR", help="seed groups: wait, queued, until the run in RUN_DIR has ended")
+    p.add_argument("--ensemble-of", default="", metavar="ID,ID,...", help="seed groups: once finished, combine this "
+                   "run and those of the listed runs that finished into an ensemble run")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: see the module docstring. Exit code 0 for completed/early_stopped/stopped."""
+    """CLI: see the module docstring. Exit code 0 for completed/early_stopped/stopped, 2 for a bad
+    command line or setting (one line on stderr), 1 for a failed run."""
     keep_freed_memory()
-    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        overrides, rest = parse_overrides(args)
-        options = _parse_rest(rest)
-        if options.get("resume"):
-            run_dir = Path(options["resume"])
-            if overrides or options.get("config"):
+        overrides, rest = parse_overrides(list(sys.argv[1:] if argv is None else argv))
+        args, unknown = _parser().parse_known_args(rest)
+        if unknown:
+            raise ConfigError(f"unknown argument {unknown[0]!r}; settings are given as --section.name=value "
+                              "(see --print-config for every setting)")
+        if args.resume:
+            if overrides or args.config:
                 raise ConfigError("--resume continues a run with its own settings; start a new run to change them")
-            cfg = _requested_config(run_dir)
+            run_dir, cfg = Path(args.resume), _requested_config(Path(args.resume))
         else:
-            cfg = build_config(options.get("config"), overrides)
-            run_dir = Path(options["run_dir"]) if options.get("run_dir") else None
-        if options.get("print_config"):
-            effective = resolve_here(cfg)
-            print(effective.to_json())
+            run_dir, cfg = (Path(args.run_dir) if args.run_dir else None), build_config(args.config, overrides)
+        if args.print_config:
+            print(resolve_here(cfg).to_json())
             return 0
         if run_dir is None:
             raise ConfigError("--run-dir DIR is required (or --resume DIR, or --print-config)")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    state = run_training(cfg, run_dir, resume=bool(options.get("resume")), after=options.get("after"),
-                         ensemble_of=[i for i in options.get("ensemble_of", "").split(",") if i])
+    state = run_training(cfg, run_dir, resume=bool(args.resume), after=args.after,
+                         ensemble_of=[i for i in args.ensemble_of.split(",") if i])
     return 0 if state in ("completed", "early_stopped", "stopped") else 1
-
-
-def _parse_rest(rest: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    flags = {"--config": "config", "--run-dir": "run_dir", "--resume": "resume", "--after": "after",
-             "--ensemble-of": "ensemble_of"}
-    i = 0
-    while i < len(rest):
-        arg = rest[i]
-        key, _, value = arg.partition("=")
-        if arg == "--print-config":
-            options["print_config"] = True
-        elif key in flags:
-            if not value:
-                if i + 1 >= len(rest):
-                    raise ConfigError(f"{key}: missing value")
-                value = rest[i + 1]
-                i += 1
-            options[flags[key]] = value
-        else:
-            raise ConfigError(f"unknown argument {arg!r}; settings are given as --section.name=value "
-                              "(see --print-config for every setting)")
-        i += 1
-    return options
 
 
 def _requested_config(run_dir: Path) -> RunConfig:

@@ -66,9 +66,9 @@ def synthetic_panel(n_stocks: int, n_days: int, n_features: int, device: str):
 def run_setting(args: argparse.Namespace, hidden: int) -> None:
     import torch
     from atft_core.config import RunConfig
-    from atft_core.run_files import MetricsWriter, RunFiles
+    from atft_core.run_files import MetricsWriter, RunFiles, StatusFile
     from atft_core.system import resolve_here
-    from atft_core.train import StatusFile, Trainer, _configure_torch, _seed_everything
+    from atft_core.train import Trainer, _configure_torch, _seed_everything
     overrides = {"data.path": "synthetic.parquet", "model.hidden_size": hidden, "train.mode": args.mode,
                  "runtime.device": args.device, "runtime.precision": args.precision,
                  "train.days_per_step": args.days_per_step}

@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from atft_core import metrics  # noqa: E402
-from atft_core.ensemble import combine_predictions  # noqa: E402
 from atft_core.evaluation import horizons_in, load_predictions  # noqa: E402
+from atft_core.runs.ensemble import combine_predictions  # noqa: E402
 from machine import cpu_model  # noqa: E402
 
 MASKED_SHARE = 0.05

@@ -38,7 +38,7 @@ from machine import cpu_model  # bench/machine.py (bench scripts run as python b
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
-"""The allocator settings atft_core.launcher gives the trainer (they only act at process start)."""
+"""The allocator settings atft_core.runs.launch gives the trainer (they only act at process start)."""
 PHASES = {0: "phase 0 (no GAT)", 2: "phase 2 (GAT)"}
 
 

@@ -56,10 +56,10 @@ from atft_core.data.build import BuildParams, build_dataset, fingerprint  # noqa
 from atft_core.data.demo import make_demo  # noqa: E402
 from atft_core.data.schema import read_metadata  # noqa: E402
 from atft_core.data.validate import validate_dataset  # noqa: E402
-from atft_core.ensemble import combine_predictions  # noqa: E402
 from atft_core.evaluation import horizons_in, load_predictions, to_arrays  # noqa: E402
-from atft_core.launcher import TRAINER_ENV  # noqa: E402
 from atft_core.run_files import RunFiles, read_json  # noqa: E402
+from atft_core.runs.ensemble import combine_predictions  # noqa: E402
+from atft_core.runs.launch import TRAINER_ENV  # noqa: E402
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 RAW_FILES = {"quotes": "jquants_daily_quotes_2016_2024.parquet", "listed_info": "jquants_listed_info.csv",

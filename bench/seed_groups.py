@@ -27,10 +27,10 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from atft_core.ensemble import combine_predictions  # noqa: E402
 from atft_core.evaluation import daily_rank_ic_frame, load_predictions  # noqa: E402
 from atft_core.metrics import paired_t  # noqa: E402
 from atft_core.run_files import RunFiles, read_json  # noqa: E402
+from atft_core.runs.ensemble import combine_predictions  # noqa: E402
 
 REFERENCE = "feat_ret_1d"
 FACTORS = ("feat_ret_1d", "feat_close_loc")

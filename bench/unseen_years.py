@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quality_report import paired_t  # noqa: E402  (bench/, on the path when run as a script)
 from atft_core import metrics  # noqa: E402
-from atft_core.ensemble import combine_predictions  # noqa: E402
 from atft_core.evaluation import to_arrays  # noqa: E402
 from atft_core.predict import predict_run  # noqa: E402
 from atft_core.run_files import RunFiles, read_json  # noqa: E402
+from atft_core.runs.ensemble import combine_predictions  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -175,7 +175,7 @@ def test_launch_tiny_demo_run_and_follow_it_to_the_end(dirs):
 
 
 def test_seed_group_launches_from_new_run(dirs):
-    from atft_core import launcher
+    from atft_core.runs import launch
 
     _, runs = dirs
     at = set_fields(app(), {**TINY, "train.phase_epochs": "20, 20, 0, 0"})   # seed 0 outlasts the checks
@@ -199,7 +199,7 @@ def test_seed_group_launches_from_new_run(dirs):
         assert any(f"waiting for {run_ids[0]}" in i for i in texts(at, "info")), texts(at, "info")
     finally:
         for run_id in run_ids:
-            launcher.stop_run(runs, run_id, grace_seconds=30)
+            launch.stop_run(runs, run_id, grace_seconds=30)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,9 +38,8 @@ from atft_core.data.splits import make_splits
 from atft_core.graph import GraphCache
 from atft_core.inference import ModelPredictor, eligible_days
 from atft_core.model import ATFTGATFAN
-from atft_core.run_files import MetricsWriter, RunFiles, read_json
-from atft_core.train import (StatusFile, Trainer, TrainingFailed, _autocast_factory, _configure_torch,
-                             _seed_everything)
+from atft_core.run_files import MetricsWriter, RunFiles, StatusFile, read_json
+from atft_core.train import Trainer, TrainingFailed, _autocast_factory, _configure_torch, _seed_everything
 
 TINY = {
     "data.lookback": 5, "model.fan_top_k": 2, "model.hidden_size": 8, "model.encoder_heads": 2,

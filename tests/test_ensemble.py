@@ -10,11 +10,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from atft_core import launcher, metrics, runs
+from atft_core import metrics, runs
 from atft_core.config import RunConfig
-from atft_core.ensemble import ENSEMBLE_KIND, EnsembleError, build_ensemble, combine_predictions, split_arrays
 from atft_core.evaluation import daily_rank_ic_frame, load_predictions, paired_comparison
 from atft_core.run_files import RunFiles, read_json, update_status
+from atft_core.runs import cli, launch
+from atft_core.runs.ensemble import ENSEMBLE_KIND, EnsembleError, build_ensemble, combine_predictions, split_arrays
 from atft_core.train import run_training
 
 TINY = {
@@ -94,13 +95,13 @@ def test_seed_ensemble_is_a_run_the_app_reads_like_any_other(members):
 
         assert not files.checkpoints.exists()
         with pytest.raises(runs.RunError, match="no checkpoints/last.pt"):
-            launcher.resume_run(members, run_id)
+            launch.resume_run(members, run_id)
         with pytest.raises(EnsembleError, match="itself an ensemble"):
             build_ensemble(members, [run_id, "seed-0"])
     finally:
         for name in listing(members):   # the other tests expect the members only
             if (read_json(RunFiles(members / name).run_info) or {}).get("kind") == ENSEMBLE_KIND:
-                launcher.delete_run(members, name)
+                launch.delete_run(members, name)
 
 
 @pytest.mark.parametrize("ids, message", [
@@ -130,12 +131,12 @@ def test_unfinished_member_is_refused(members):
 
 
 def test_cli_prints_the_id_or_one_line_of_error(members, capsys):
-    assert runs.main(["--runs-dir", str(members), "ensemble", "seed-0", "one-horizon"]) == 2
+    assert cli.main(["--runs-dir", str(members), "ensemble", "seed-0", "one-horizon"]) == 2
     assert "data.horizons" in capsys.readouterr().err
-    assert runs.main(["--runs-dir", str(members), "ensemble", "seed-0", "seed-1", "--name", "cli"]) == 0
+    assert cli.main(["--runs-dir", str(members), "ensemble", "seed-0", "seed-1", "--name", "cli"]) == 0
     run_id = capsys.readouterr().out.strip()
     assert runs.run_state(members, run_id).model_kind == ENSEMBLE_KIND
-    launcher.delete_run(members, run_id)
+    launch.delete_run(members, run_id)
 
 
 def test_paired_comparison_is_the_paired_t_of_the_daily_rank_ics(members):

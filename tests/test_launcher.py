@@ -20,9 +20,11 @@ import psutil
 import pytest
 import torch
 
-from atft_core import launcher, runs
+from atft_core import runs
 from atft_core.config import ConfigError, RunConfig
 from atft_core.run_files import RunFiles, read_json, update_status, write_json_atomic
+from atft_core.runs import cli, launch
+from atft_core.runs import seeds as seeds_mod
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,16 +67,16 @@ def test_stop_terminates_then_kills(tmp_path: Path, mode: str, error: str | None
     try:
         assert runs.run_state(tmp_path, "r1").status == "running"
         with pytest.raises(runs.RunError, match="stop it before"):
-            launcher.delete_run(tmp_path, "r1")
+            launch.delete_run(tmp_path, "r1")
         with pytest.raises(runs.RunError, match="stop it before"):
-            launcher.resume_run(tmp_path, "r1")
-        assert launcher.stop_run(tmp_path, "r1", grace_seconds=1.0) == "stopped"
+            launch.resume_run(tmp_path, "r1")
+        assert launch.stop_run(tmp_path, "r1", grace_seconds=1.0) == "stopped"
         proc.wait(timeout=10)
         status = read_json(RunFiles(tmp_path / "r1").status)
         assert status["state"] == "stopped" and (error is None) == (not status.get("error"))
         if error:
             assert error in status["error"]
-        assert launcher.stop_run(tmp_path, "r1") == "stopped"  # already stopped: no-op
+        assert launch.stop_run(tmp_path, "r1") == "stopped"  # already stopped: no-op
     finally:
         proc.kill()
         proc.wait()
@@ -85,23 +87,23 @@ def test_delete_and_resume_rules(tmp_path: Path) -> None:
     files.checkpoints.mkdir(parents=True)
     update_status(files, state="failed", error="x")
     with pytest.raises(runs.RunError, match="no checkpoints/last.pt"):
-        launcher.resume_run(tmp_path, "r1")
-    assert launcher.tag_run(tmp_path, "r1", "keep") == ["keep"]
-    assert launcher.tag_run(tmp_path, "r1", "keep", remove=True) == []
-    launcher.delete_run(tmp_path, "r1")
+        launch.resume_run(tmp_path, "r1")
+    assert launch.tag_run(tmp_path, "r1", "keep") == ["keep"]
+    assert launch.tag_run(tmp_path, "r1", "keep", remove=True) == []
+    launch.delete_run(tmp_path, "r1")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(runs.RunError, match="no run"):
-        launcher.delete_run(tmp_path, "r1")
+        launch.delete_run(tmp_path, "r1")
 
 
 def test_invalid_config_or_failed_preflight_leaves_nothing(tmp_path: Path) -> None:
     runs_dir = tmp_path / "runs"
     with pytest.raises(ConfigError, match="hidden_size"):
-        launcher.launch_from_cli(runs_dir, None, ["--model.hidden_size=-1"])
+        cli.launch_from_cli(runs_dir, None, ["--model.hidden_size=-1"])
     with pytest.raises(ConfigError, match="unknown setting"):
-        launcher.launch_from_cli(runs_dir, None, ["--model.hiden=3"])
-    with pytest.raises(launcher.LaunchError, match="dataset") as info:
-        launcher.launch_run(RunConfig.from_dict({"data": {"path": str(tmp_path / "missing.parquet")}}), runs_dir)
+        cli.launch_from_cli(runs_dir, None, ["--model.hiden=3"])
+    with pytest.raises(launch.LaunchError, match="dataset") as info:
+        launch.launch_run(RunConfig.from_dict({"data": {"path": str(tmp_path / "missing.parquet")}}), runs_dir)
     assert any(i.verdict == "fail" for i in info.value.items)
     assert not runs_dir.exists() or list(runs_dir.iterdir()) == []
     out = subprocess.run([sys.executable, "-m", "atft_core.runs", "--runs-dir", str(runs_dir), "launch",
@@ -112,7 +114,7 @@ def test_invalid_config_or_failed_preflight_leaves_nothing(tmp_path: Path) -> No
 
 
 def test_trainer_environment() -> None:
-    env = launcher._trainer_env()
+    env = launch._trainer_env()
     assert env["MALLOC_MMAP_THRESHOLD_"] == env["MALLOC_TRIM_THRESHOLD_"] == "1000000000"
     assert env.get("PATH") == os.environ.get("PATH")
 
@@ -121,17 +123,10 @@ def test_trainer_environment() -> None:
 # With the real trainer
 
 
-@pytest.fixture(scope="module")
-def dataset(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shared demo dataset (conftest), or a tiny one built here with the real builder."""
-    try:
-        return Path(request.getfixturevalue("demo_dataset"))
-    except pytest.FixtureLookupError:
-        from atft_core.data.demo import make_demo
-
-        path = tmp_path_factory.mktemp("demo") / "demo.parquet"
-        make_demo(path, n_stocks=40, n_days=260)
-        return path
+@pytest.fixture
+def dataset(demo_dataset: Path) -> Path:
+    """The shared demo dataset (conftest)."""
+    return demo_dataset
 
 
 def tiny(dataset: Path, epochs: str = "1,1,1,0") -> RunConfig:
@@ -154,7 +149,7 @@ def final(runs_dir: Path, run_id: str, timeout: float = 60) -> runs.RunSummary:
 
 
 def test_two_trainings_with_a_polling_reader(dataset: Path, tmp_path: Path) -> None:
-    ids = [launcher.launch_run(tiny(dataset, "1,1,0,0"), tmp_path, name=f"pair {i}", tags=["pair"], force=True)
+    ids = [launch.launch_run(tiny(dataset, "1,1,0,0"), tmp_path, name=f"pair {i}", tags=["pair"], force=True)
            for i in range(2)]
     info = read_json(tmp_path / ids[0] / "run.json")
     assert info["pid"] and info["proc_start_time"] and info["tags"] == ["pair"]
@@ -182,7 +177,7 @@ def test_two_trainings_with_a_polling_reader(dataset: Path, tmp_path: Path) -> N
 
 
 def test_kill_9_then_resume(dataset: Path, tmp_path: Path) -> None:
-    run_id = launcher.launch_run(tiny(dataset, "2,1,0,0"), tmp_path, force=True)
+    run_id = launch.launch_run(tiny(dataset, "2,1,0,0"), tmp_path, force=True)
     files = RunFiles(tmp_path / run_id)
     pid = read_json(files.run_info)["pid"]
     assert psutil.Process(pid).environ().get("MALLOC_MMAP_THRESHOLD_") == "1000000000"
@@ -193,7 +188,7 @@ def test_kill_9_then_resume(dataset: Path, tmp_path: Path) -> None:
     wait_for(lambda: runs.run_state(tmp_path, run_id).status == "crashed", 10, "crashed")
     assert time.time() - t < 10
     assert runs.log_tail(tmp_path, run_id, lines=20)
-    launcher.resume_run(tmp_path, run_id)
+    launch.resume_run(tmp_path, run_id)
     s = final(tmp_path, run_id)
     assert s.status == "completed", runs.log_tail(tmp_path, run_id)
     val = runs.query_metrics(tmp_path, [run_id], names=["val/rank_ic"])
@@ -202,7 +197,7 @@ def test_kill_9_then_resume(dataset: Path, tmp_path: Path) -> None:
 
 
 def test_stop_saves_last_checkpoint(dataset: Path, tmp_path: Path) -> None:
-    run_id = launcher.launch_run(tiny(dataset, "3,3,3,0"), tmp_path, force=True)
+    run_id = launch.launch_run(tiny(dataset, "3,3,3,0"), tmp_path, force=True)
     files = RunFiles(tmp_path / run_id)
     # Once an epoch is done the trainer handles SIGTERM (earlier, it may not have its handler yet).
     wait_for(lambda: files.last_checkpoint.exists(), 60, "the first checkpoint")
@@ -211,7 +206,7 @@ def test_stop_saves_last_checkpoint(dataset: Path, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "atft_core.runs", "--runs-dir", str(tmp_path), "list", "--json"],
                          cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
     assert [(r["id"], r["status"]) for r in json.loads(out.stdout)] == [(run_id, "running")]
-    assert launcher.stop_run(tmp_path, run_id, grace_seconds=60) == "stopped"
+    assert launch.stop_run(tmp_path, run_id, grace_seconds=60) == "stopped"
     assert not read_json(files.status).get("error"), "the trainer was killed instead of stopping"
     assert files.last_checkpoint.stat().st_mtime_ns > before, "last.pt was not saved on stop"
     state = torch.load(files.last_checkpoint, weights_only=True)
@@ -219,7 +214,7 @@ def test_stop_saves_last_checkpoint(dataset: Path, tmp_path: Path) -> None:
 
 
 def test_seed_group_trains_one_run_after_another_then_combines_them(dataset: Path, tmp_path: Path) -> None:
-    ids = launcher.launch_seeds(tiny(dataset, "1,1,0,0"), tmp_path, seeds=2, name="grp", tags=["mine"], force=True)
+    ids = seeds_mod.launch_seeds(tiny(dataset, "1,1,0,0"), tmp_path, seeds=2, name="grp", tags=["mine"], force=True)
     states = [final(tmp_path, run_id, timeout=120) for run_id in ids]
     assert [s.status for s in states] == ["completed", "completed"], runs.log_tail(tmp_path, ids[1])
     first, second = (read_json(RunFiles(tmp_path / i).status) for i in ids)
@@ -238,24 +233,24 @@ def test_seed_group_trains_one_run_after_another_then_combines_them(dataset: Pat
 
 
 def test_a_queued_seed_stops_at_once_and_the_group_builds_no_ensemble(dataset: Path, tmp_path: Path) -> None:
-    ids = launcher.launch_seeds(tiny(dataset, "1,1,0,0"), tmp_path, seeds=2, force=True)
+    ids = seeds_mod.launch_seeds(tiny(dataset, "1,1,0,0"), tmp_path, seeds=2, force=True)
     log = RunFiles(tmp_path / ids[1]).log      # written once its SIGTERM handler is in place
     wait_for(lambda: log.exists() and "waiting for run" in log.read_text(), 60, "the queued trainer")
     waiting = runs.run_state(tmp_path, ids[1])
     assert (waiting.status, waiting.phase_name) == ("queued", f"waiting for {ids[0]}")
-    assert launcher.stop_run(tmp_path, ids[1], grace_seconds=30) == "stopped"
+    assert launch.stop_run(tmp_path, ids[1], grace_seconds=30) == "stopped"
     assert "while waiting" in read_json(RunFiles(tmp_path / ids[1]).status)["error"]
     assert final(tmp_path, ids[0], timeout=120).status == "completed"
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == sorted(ids)
 
 
 def test_seed_group_bounds_and_a_failed_preflight_start_nothing(dataset: Path, tmp_path: Path) -> None:
-    with pytest.raises(launcher.LaunchError, match="2 to"):
-        launcher.launch_seeds(tiny(dataset), tmp_path, seeds=1)
-    with pytest.raises(launcher.LaunchError, match="--seeds must be >= 1"):
-        launcher.launch_from_cli(tmp_path, None, [f"--data.path={dataset}"], seeds=0)
+    with pytest.raises(launch.LaunchError, match="2 to"):
+        seeds_mod.launch_seeds(tiny(dataset), tmp_path, seeds=1)
+    with pytest.raises(launch.LaunchError, match="--seeds must be >= 1"):
+        cli.launch_from_cli(tmp_path, None, [f"--data.path={dataset}"], seeds=0)
     bad = tiny(dataset).replace(**{"runtime.device": "cuda"}) if not torch.cuda.is_available() else None
     if bad is not None:
-        with pytest.raises(launcher.LaunchError, match="pre-flight"):
-            launcher.launch_seeds(bad, tmp_path, seeds=3)
+        with pytest.raises(launch.LaunchError, match="pre-flight"):
+            seeds_mod.launch_seeds(bad, tmp_path, seeds=3)
     assert not tmp_path.exists() or not [p for p in tmp_path.iterdir()]

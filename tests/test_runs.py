@@ -292,7 +292,7 @@ def test_query_survives_a_run_deleted_meanwhile(tmp_path: Path) -> None:
 def test_trainer_launcher_and_ensembles_import_without_duckdb():
     """Only queries need DuckDB: a bare GPU box without it can still train, launch and combine."""
     code = ("import sys; sys.modules['duckdb'] = None\n"
-            "import atft_core.train, atft_core.launcher, atft_core.ensemble, atft_core.runs\n"
+            "import atft_core.train, atft_core.runs.launch, atft_core.runs.ensemble, atft_core.runs.cli\n"
             "assert 'duckdb' not in {m for m, v in sys.modules.items() if v is not None}")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

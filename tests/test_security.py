@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from atft_core import launcher, runs
+from atft_core import runs
 from atft_core.config import RunConfig
 from atft_core.paths import (UnsafePathError, check_run_id, check_tag, clean_text, data_file, resolve_within, run_path,
                              slugify)
 from atft_core.run_files import RunFiles, update_status, write_json_atomic
+from atft_core.runs import launch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ def test_symlinked_run_folder_outside_is_refused_and_not_listed(tmp_path: Path) 
         run_path(runs_dir, "evil")
     assert runs.list_runs(runs_dir) == []
     with pytest.raises(UnsafePathError):
-        launcher.delete_run(runs_dir, "evil")
+        launch.delete_run(runs_dir, "evil")
     assert (outside / "status.json").exists()
 
 
@@ -74,7 +75,7 @@ def test_data_file_names_stay_in_the_data_folder(tmp_path: Path, bad: str) -> No
 def test_launch_refuses_dataset_outside_data_roots(tmp_path: Path) -> None:
     cfg = RunConfig.from_dict({"data": {"path": "/etc/passwd"}})
     with pytest.raises(UnsafePathError):
-        launcher.launch_run(cfg, tmp_path / "runs", data_roots=[tmp_path / "data"])
+        launch.launch_run(cfg, tmp_path / "runs", data_roots=[tmp_path / "data"])
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -82,7 +83,7 @@ def test_launch_refuses_dataset_outside_data_roots(tmp_path: Path) -> None:
                                          ("$(id)`x`|&>", "id-x"), ("日本株", ""), ("a..b", "a.b")])
 def test_names_become_safe_slugs(name: str, slug: str) -> None:
     assert slugify(name) == slug
-    run_id = launcher.new_run_id(name)
+    run_id = launch.new_run_id(name)
     assert check_run_id(run_id) == run_id
     assert "/" not in run_id and ".." not in run_id
 
@@ -95,7 +96,7 @@ def test_bad_tags_are_refused(tmp_path: Path, bad: str) -> None:
     files.root.mkdir()
     write_json_atomic(files.run_info, {"id": "r1", "tags": []})
     with pytest.raises(UnsafePathError):
-        launcher.tag_run(tmp_path, "r1", bad)
+        launch.tag_run(tmp_path, "r1", bad)
 
 
 def test_notes_and_names_are_stored_as_text_never_run(tmp_path: Path) -> None:
@@ -104,8 +105,8 @@ def test_notes_and_names_are_stored_as_text_never_run(tmp_path: Path) -> None:
     write_json_atomic(files.run_info, {"id": "r1"})
     marker = tmp_path / "pwned"
     text = f"$(touch {marker}); `touch {marker}` \x1b[31m red"
-    launcher.note_run(tmp_path, "r1", text)
-    assert launcher.tag_run(tmp_path, "r1", "v1:gat") == ["v1:gat"]
+    launch.note_run(tmp_path, "r1", text)
+    assert launch.tag_run(tmp_path, "r1", "v1:gat") == ["v1:gat"]
     note = json.loads(files.run_info.read_text())["note"]
     assert "\x1b" not in note and "$(touch" in note
     # Through the CLI too: arguments are never passed to a shell.

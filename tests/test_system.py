@@ -19,17 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 GiB = 1024**3
 
 
-@pytest.fixture(scope="module")
-def dataset(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shared demo dataset (conftest), or a tiny one built here with the real builder."""
-    try:
-        return Path(request.getfixturevalue("demo_dataset"))
-    except pytest.FixtureLookupError:
-        from atft_core.data.demo import make_demo
-
-        path = tmp_path_factory.mktemp("demo") / "demo.parquet"
-        make_demo(path, n_stocks=40, n_days=260)
-        return path
+@pytest.fixture
+def dataset(demo_dataset: Path) -> Path:
+    """The shared demo dataset (conftest)."""
+    return demo_dataset
 
 
 def no_gpu() -> list[GpuInfo]:

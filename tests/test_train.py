@@ -202,7 +202,7 @@ def test_predict_rebuilds_the_deep_model_from_its_checkpoint(demo_dataset, tmp_p
 
 
 def test_status_warnings_keep_one_line_per_problem(tmp_path):
-    from atft_core.train import StatusFile
+    from atft_core.run_files import StatusFile
 
     files = RunFiles(tmp_path / "warned")
     files.root.mkdir()

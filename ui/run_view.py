@@ -10,9 +10,9 @@ import streamlit as st
 
 from atft_core import runs
 from atft_core.config import PHASE_NAMES
-from atft_core.ensemble import ENSEMBLE_KIND
 from atft_core.feature_weights import read_feature_weights
 from atft_core.run_files import RunFiles, read_json
+from atft_core.runs import ENSEMBLE_KIND
 
 from . import charts, live
 from .logic import best_epoch, eta_seconds, format_seconds, phase_boundaries, requested_vs_effective

@@ -1,8 +1,4 @@
-"""Reading runs: their state, their metrics and their logs; `python -m atft_core.runs`.
-
-Library API (read side; the write side is `atft_core.launcher`, whose launch_run, stop_run,
-resume_run, delete_run, tag_run and note_run can also be imported from here; ensembles of
-finished runs are built by `atft_core.ensemble`)::
+"""The read side of the run machinery: a run's state, its metrics, log and checkpoints.
 
     list_runs(runs_dir) -> list[RunSummary]          # newest first, one DuckDB query
     run_state(runs_dir, run_id) -> RunSummary
@@ -10,24 +6,23 @@ finished runs are built by `atft_core.ensemble`)::
         # columns run_id, epoch, step, phase, wall_time, name, value
     log_tail(runs_dir, run_id, lines=50) -> str
     list_checkpoints(runs_dir, run_id) -> list[CheckpointInfo]
-    compact_run(runs_dir, run_id) -> bool
+
+This module imports nothing of the write side (`atft_core.runs.launch`, `.seeds`, `.ensemble`):
+the app's pages that only watch runs never load the launcher.
 
 A run's state is what its ``status.json`` says, checked against the live process: a run that
 says queued/running but whose process is gone (pid not alive, pid reused by another process
 with a different start time, or a zombie) is reported as ``crashed``. Metrics are read with one
 in-memory DuckDB connection over every run's ``metrics.jsonl`` (explicit column types,
 ``ignore_errors`` so a torn last line is skipped; DuckDB turns such a line into an all-null row,
-which is filtered out). A finished run may be compacted once to a parquet file named after the
-JSONL size it was made from, so it is used only while it still matches.
+which is filtered out). A finished run is compacted once (by `list_runs`) to a parquet file named
+after the JSONL size it was made from, so it is used only while it still matches.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -58,6 +53,8 @@ DEFAULT_HEARTBEAT_SECONDS = 5.0
 """Used only when a run's config cannot be read (same default as RuntimeConfig)."""
 LAUNCH_CONFIG = "launch_config.json"
 """The full config the launcher handed the trainer (`--config`), written before the start."""
+ENSEMBLE_KIND = "ensemble"
+"""run.json's ``kind`` (and the runs table's model kind) of an ensemble run (`atft_core.runs.ensemble`)."""
 
 METRIC_COLUMNS = {"epoch": "BIGINT", "step": "BIGINT", "phase": "BIGINT", "wall_time": "DOUBLE",
                   "name": "VARCHAR", "value": "DOUBLE"}
@@ -69,18 +66,6 @@ _RUN_ID_SQL = r"regexp_extract(filename, '([^/\\]+)[/\\][^/\\]+$', 1)"
 
 class RunError(ValueError):
     """A run does not exist, or the requested action does not fit its state."""
-
-
-_LAUNCHER_API = ("launch_run", "stop_run", "resume_run", "delete_run", "tag_run", "note_run", "LaunchError")
-
-
-def __getattr__(name: str) -> Any:
-    """The write side (`atft_core.launcher`) is reachable from here too: ``runs.launch_run``."""
-    if name in _LAUNCHER_API:  # imported lazily: the launcher itself imports this module
-        from atft_core import launcher
-
-        return getattr(launcher, name)
-    raise AttributeError(f"module 'atft_core.runs' has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +202,7 @@ def _summary(files: RunFiles, now: float) -> RunSummary:
         id=files.root.name, name=info.get("name", ""), tags=list(info.get("tags") or []),
         note=info.get("note", ""), status=state, reason=reason, warnings=_warnings(status),
         dataset=data.get("path", ""),
-        model_kind="ensemble" if info.get("kind") == "ensemble" else model.get("kind", ""),
+        model_kind=ENSEMBLE_KIND if info.get("kind") == ENSEMBLE_KIND else model.get("kind", ""),
         hidden_size=model.get("hidden_size"),
         loss_weights={k: v for k, v in loss.items() if k.endswith("_weight")},
         mode=train.get("mode", ""), device=(config.get("runtime") or {}).get("device", ""),
@@ -396,9 +381,6 @@ def list_runs(runs_dir: Path | str = DEFAULT_RUNS_DIR, compact: bool = True) -> 
 
     Finished runs are compacted to parquet on the way (once) when `compact` is true.
     """
-    from atft_core.launcher import reap_children  # the launcher's own finished children
-
-    reap_children()
     now = time.time()
     runs = _run_dirs(Path(runs_dir))
     summaries = {f.root.name: _summary(f, now) for f in runs}
@@ -413,9 +395,6 @@ def list_runs(runs_dir: Path | str = DEFAULT_RUNS_DIR, compact: bool = True) -> 
 
 def run_state(runs_dir: Path | str, run_id: str) -> RunSummary:
     """The summary of one run (RunError if there is no such run)."""
-    from atft_core.launcher import reap_children
-
-    reap_children()
     files = run_folder(runs_dir, run_id)
     summary = _summary(files, time.time())
     final = {run_id} if summary.status in FINAL_STATES else set()
@@ -466,14 +445,6 @@ def _compact(files: RunFiles) -> bool:
     return True
 
 
-def compact_run(runs_dir: Path | str, run_id: str) -> bool:
-    """Compact a finished run's metrics to parquet; False if not finished or already done."""
-    files = run_folder(runs_dir, run_id)
-    if (read_json(files.status) or {}).get("state") not in FINAL_STATES:
-        return False
-    return _compact(files)
-
-
 def drop_compacted(files: RunFiles) -> None:
     """Remove compacted parquet files (before a run is resumed and its JSONL grows again)."""
     for path in files.root.glob("metrics-*.parquet"):
@@ -511,139 +482,3 @@ def list_checkpoints(runs_dir: Path | str, run_id: str) -> list[CheckpointInfo]:
         st = path.stat()
         out.append(CheckpointInfo(path.name, str(path), st.st_size, st.st_mtime))
     return sorted(out, key=lambda c: c.modified, reverse=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
-def _fmt_time(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
-
-
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def format_table(runs: list[RunSummary]) -> str:
-    """A plain-text table of runs, one row each."""
-    head = ["id", "name", "tags", "status", "dataset", "hidden", "mode", "epochs", "phase",
-            "best rank_ic@ep", "started", "duration"]
-    rows = [head]
-    for r in runs:
-        best = f"{r.best_rank_ic:.4f}@{r.best_epoch}" if r.best_rank_ic is not None else "-"
-        status = r.status + (f" ({r.reason[:40]})" if r.reason else "")
-        rows.append([r.id, r.name[:20], ",".join(r.tags)[:20], status, Path(r.dataset).name,
-                     str(r.hidden_size or "-"), r.mode or "-", f"{r.epoch if r.epoch is not None else '-'}/"
-                     f"{r.epochs_planned if r.epochs_planned is not None else '-'}", str(r.phase if r.phase is not None else "-"),
-                     best, _fmt_time(r.started), _fmt_duration(r.duration)])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m atft_core.runs", description="Manage and inspect training runs.")
-    p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="folder holding the runs (default runs/)")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("list", help="one row per run")
-    s.add_argument("--json", action="store_true", help="print a JSON array of run objects")
-    s = sub.add_parser("show", help="state of one run (JSON)")
-    s.add_argument("run_id")
-    s = sub.add_parser("launch", help="start a training run; prints its id (more: --section.field=value)")
-    s.add_argument("--config", help="JSON config file (partial is fine)")
-    s.add_argument("--name", default="")
-    s.add_argument("--tag", action="append", default=[])
-    s.add_argument("--force", action="store_true", help="launch despite pre-flight warnings (never failures)")
-    s.add_argument("--seeds", type=int, default=1, help="N > 1: a seed group, trained one after another, then "
-                   "combined into an ensemble run; prints the N run ids")
-    s.add_argument("--data-root", action="append", default=[], help="allowed dataset folder (repeatable)")
-    s = sub.add_parser("stop", help="SIGTERM the run's process group, SIGKILL after --grace seconds")
-    s.add_argument("run_id")
-    s.add_argument("--grace", type=float, default=None, help="seconds to wait before SIGKILL")
-    for name, text in (("resume", "relaunch the trainer with --resume"), ("delete", "delete a run that is not running")):
-        sub.add_parser(name, help=text).add_argument("run_id")
-    s = sub.add_parser("tag", help="add (or --remove) a tag")
-    s.add_argument("run_id")
-    s.add_argument("tag")
-    s.add_argument("--remove", action="store_true")
-    s = sub.add_parser("note", help="set the run's note")
-    s.add_argument("run_id")
-    s.add_argument("text")
-    s = sub.add_parser("metrics", help="long metric table of runs")
-    s.add_argument("run_ids", nargs="+")
-    s.add_argument("--names", nargs="+", default=None)
-    s.add_argument("--format", choices=("csv", "json"), default="csv")
-    s = sub.add_parser("log", help="tail of train.log")
-    s.add_argument("run_id")
-    s.add_argument("--lines", type=int, default=50)
-    sub.add_parser("checkpoints", help="checkpoint files").add_argument("run_id")
-    s = sub.add_parser("ensemble", help="combine finished runs into a new ensemble run; prints its id")
-    s.add_argument("run_ids", nargs="+", help="two or more finished runs with the same dataset, horizons and splits")
-    s.add_argument("--name", default="")
-    s.add_argument("--tag", action="append", default=[])
-    return p
-
-
-def _run_command(args: argparse.Namespace, extra: list[str]) -> int:  # noqa: C901 - a flat dispatch
-    from atft_core import launcher
-
-    rd = args.runs_dir
-    if args.command == "list":
-        runs = list_runs(rd)
-        print(json.dumps([r.to_dict() for r in runs], indent=2) if args.json else format_table(runs))
-    elif args.command == "show":
-        print(json.dumps(run_state(rd, args.run_id).to_dict(), indent=2))
-    elif args.command == "launch":
-        print(launcher.launch_from_cli(rd, args.config, extra, name=args.name, tags=args.tag,
-                                       force=args.force, data_roots=args.data_root or None, seeds=args.seeds))
-    elif args.command == "stop":
-        kwargs = {} if args.grace is None else {"grace_seconds": args.grace}
-        print(launcher.stop_run(rd, args.run_id, **kwargs))
-    elif args.command == "resume":
-        launcher.resume_run(rd, args.run_id)
-        print(f"resumed {args.run_id}")
-    elif args.command == "delete":
-        launcher.delete_run(rd, args.run_id)
-        print(f"deleted {args.run_id}")
-    elif args.command == "tag":
-        print(",".join(launcher.tag_run(rd, args.run_id, args.tag, remove=args.remove)))
-    elif args.command == "note":
-        launcher.note_run(rd, args.run_id, args.text)
-    elif args.command == "metrics":
-        frame = query_metrics(rd, args.run_ids, args.names)
-        sys.stdout.write(frame.write_csv() if args.format == "csv" else frame.write_json() + "\n")
-    elif args.command == "log":
-        print(log_tail(rd, args.run_id, args.lines))
-    elif args.command == "checkpoints":
-        print(json.dumps([c.to_dict() for c in list_checkpoints(rd, args.run_id)], indent=2))
-    elif args.command == "ensemble":
-        from atft_core.ensemble import build_ensemble
-
-        print(build_ensemble(rd, args.run_ids, name=args.name, tags=args.tag))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; errors are printed as one line and give exit status 2."""
-    from atft_core.config import ConfigError
-
-    args, extra = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
-    if extra and args.command != "launch":
-        print(f"error: unrecognised arguments: {' '.join(extra)}", file=sys.stderr)
-        return 2
-    try:
-        return _run_command(args, extra)
-    except (RunError, UnsafePathError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, so that its exception classes are the ones the launcher
-    # raises (this file as __main__ would be a second copy with classes of its own).
-    from atft_core.runs import main as _main
-
-    sys.exit(_main())

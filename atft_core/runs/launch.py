@@ -1,9 +1,6 @@
-"""Starting, stopping and resuming training processes, and editing a run's labels.
-
-Library API (write side; reading is `atft_core.runs`)::
+"""The write side for one run: start, stop, resume and delete its trainer; edit its labels.
 
     launch_run(cfg, runs_dir, name="", tags=(), force=False, requested=None) -> run_id
-    launch_seeds(cfg, runs_dir, seeds=3, name="", ...) -> run ids (one after another, then an ensemble)
     stop_run(runs_dir, run_id, grace_seconds=DEFAULT_STOP_GRACE_SECONDS) -> final state
     resume_run(runs_dir, run_id) -> None
     delete_run(runs_dir, run_id) -> None
@@ -34,11 +31,12 @@ from typing import Any
 
 import psutil
 
-from atft_core.config import ConfigError, RunConfig, load_config_file, merge_overrides, parse_overrides
+from atft_core.config import RunConfig
 from atft_core.paths import check_tag, clean_text, resolve_within, run_path, slugify
 from atft_core.run_files import FINAL_STATES, RunFiles, read_json, update_status, write_json_atomic
-from atft_core.runs import (DEFAULT_RUNS_DIR, LAUNCH_CONFIG, RunError, run_folder, drop_compacted,
-                            process_alive, run_state)
+from atft_core.runs.store import (DEFAULT_RUNS_DIR, LAUNCH_CONFIG, RunError, drop_compacted, process_alive,
+                                  run_folder, run_state)
+from atft_core.system import preflight, verdict
 
 TRAINER_MODULE = "atft_core.train"
 TRAINER_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
@@ -48,7 +46,7 @@ DEFAULT_STOP_GRACE_SECONDS = 60.0
 """How long `stop` waits for the trainer to finish its step and save before SIGKILL."""
 KILL_WAIT_SECONDS = 10.0
 """How long to wait for the process to vanish after SIGKILL."""
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 """The trainer runs from here so that it imports this same atft_core."""
 
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -63,11 +61,14 @@ class LaunchError(RunError):
         self.items = list(items)
 
 
-def reap_children() -> None:
-    """Collect exit statuses of trainers this process started, so none lingers as a zombie."""
-    for pid, proc in list(_CHILDREN.items()):
-        if proc.poll() is not None:
-            _CHILDREN.pop(pid, None)
+def _reap_when_done(proc: subprocess.Popen) -> None:
+    """Collect the trainer's exit status as soon as it ends, so it never lingers as a zombie
+    (a zombie would still answer to its pid)."""
+    def wait() -> None:
+        proc.wait()
+        _CHILDREN.pop(proc.pid, None)
+
+    threading.Thread(target=wait, name=f"reap-{proc.pid}", daemon=True).start()
 
 
 def new_run_id(name: str = "") -> str:
@@ -92,6 +93,7 @@ def _start_trainer(files: RunFiles, config_path: Path | None, resume: bool, extr
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=REPO_ROOT, env=_trainer_env(), start_new_session=True, close_fds=True)
     _CHILDREN[proc.pid] = proc
+    _reap_when_done(proc)
     try:
         start_time = psutil.Process(proc.pid).create_time()
     except psutil.NoSuchProcess:  # pragma: no cover - our unreaped child always has one
@@ -116,8 +118,6 @@ def _record_launch(files: RunFiles, launch: dict[str, Any]) -> None:
 
 
 def _check_preflight(cfg: RunConfig, runs_dir: Path, force: bool, probes: Any, n_runs: int = 1) -> None:
-    from atft_core.system import preflight, verdict
-
     items = preflight(cfg, runs_dir, probes=probes, n_runs=n_runs)
     result = verdict(items)
     bad = [i for i in items if i.verdict == "fail" or (i.verdict == "warn" and not force)]
@@ -137,7 +137,7 @@ def launch_run(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, name: st
     Refuses (LaunchError / UnsafePathError, nothing written) when the dataset lies outside
     `data_roots` (if given) or the pre-flight check fails, or warns without `force`.
     `requested` is the config as the user gave it (partial dict), kept in run.json.
-    `group` is for `launch_seeds` only: ``{"id", "name", "size", "after", "ensemble_of"}``.
+    `group` is for `atft_core.runs.seeds.launch_seeds` only: ``{"id", "name", "size", "after", "ensemble_of"}``.
     """
     tags = list(dict.fromkeys(check_tag(t) for t in tags))
     name = clean_text(name)
@@ -169,38 +169,6 @@ def launch_run(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, name: st
     return run_id
 
 
-MAX_SEEDS = 20
-"""Most runs one seed group launches."""
-
-
-def launch_seeds(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, seeds: int = 3, name: str = "",
-                 tags: Iterable[str] = (), force: bool = False, requested: dict | None = None, *,
-                 probes: Any = None, data_roots: Sequence[Path | str] | None = None) -> list[str]:
-    """Launch a seed group: `seeds` runs of `cfg` with ``runtime.seed`` = seed, seed + 1, ...,
-    trained one after another (each trainer waits, queued, for the run before it to end), the
-    last one combining every run of the group that finished into an ensemble run
-    (`atft_core.ensemble`). Returns the run ids in training order.
-
-    The pre-flight check runs once, before anything starts, for all of them (disk for every
-    run; memory for one, since only one trains at a time). Every run carries the tag
-    ``seeds-<group id>`` and run.json's ``group``, so the Compare page finds the group.
-    """
-    if not 2 <= seeds <= MAX_SEEDS:
-        raise LaunchError(f"a seed group has 2 to {MAX_SEEDS} runs, got {seeds}")
-    group_id = secrets.token_hex(3)
-    name = clean_text(name)
-    tags = [*tags, f"seeds-{group_id}"]
-    ids: list[str] = []
-    for i in range(seeds):
-        seed = cfg.runtime.seed + i
-        member_requested = merge_overrides(requested or cfg.to_dict(), {"runtime.seed": seed})
-        group = {"id": group_id, "name": name or f"seeds {group_id}", "size": seeds,
-                 "after": ids[-1] if ids else None, "ensemble_of": list(ids) if i == seeds - 1 else []}
-        ids.append(launch_run(cfg.replace(**{"runtime.seed": seed}), runs_dir, f"{name} seed {seed}".strip(), tags,
-                              force, member_requested, probes=probes, data_roots=data_roots, group=group))
-    return ids
-
-
 def _make_run_dir(runs_dir: Path, name: str) -> tuple[str, RunFiles]:
     for _ in range(10):
         run_id = new_run_id(name)
@@ -211,24 +179,6 @@ def _make_run_dir(runs_dir: Path, name: str) -> tuple[str, RunFiles]:
             continue
         return run_id, RunFiles(root)
     raise LaunchError(f"could not create a unique run folder in {runs_dir}")
-
-
-def launch_from_cli(runs_dir: Path | str, config_file: str | None, args: list[str], name: str = "",
-                    tags: Iterable[str] = (), force: bool = False,
-                    data_roots: Sequence[str] | None = None, seeds: int = 1) -> str:
-    """`launch` as the CLI gives it: a JSON file plus ``--section.field=value`` overrides; with
-    `seeds` > 1 a seed group (`launch_seeds`), whose run ids are returned one per line."""
-    overrides, rest = parse_overrides(args)
-    if rest:
-        raise ConfigError(f"unrecognised launch arguments: {' '.join(rest)} (overrides look like --model.hidden_size=128)")
-    requested = merge_overrides(load_config_file(config_file) if config_file else {}, overrides)
-    cfg = RunConfig.from_dict(requested)
-    if seeds < 1:
-        raise LaunchError(f"--seeds must be >= 1, got {seeds}")
-    if seeds > 1:
-        return "\n".join(launch_seeds(cfg, runs_dir, seeds, name=name, tags=tags, force=force, requested=requested,
-                                      data_roots=data_roots))
-    return launch_run(cfg, runs_dir, name=name, tags=tags, force=force, requested=requested, data_roots=data_roots)
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -40,10 +40,8 @@ from atft_core.evaluation import horizons_in, load_predictions, to_arrays
 from atft_core.inference import evaluate
 from atft_core.paths import check_run_id, check_tag, clean_text
 from atft_core.run_files import MetricsWriter, RunFiles, read_json, update_status, write_json_atomic
-from atft_core.runs import RunError
-
-ENSEMBLE_KIND = "ensemble"
-"""run.json's ``kind`` (and the runs table's model kind) of an ensemble run."""
+from atft_core.runs.launch import new_run_id
+from atft_core.runs.store import ENSEMBLE_KIND, RunError
 METHOD = "per-date mean of the members' z-scored predictions"
 KEYS = ("Date", "Code", "split")
 FINISHED = ("completed", "early_stopped")
@@ -88,8 +86,6 @@ def split_arrays(frame: pl.DataFrame, split: str, horizons: Sequence[int]) -> tu
 def build_ensemble(runs_dir: Path | str, member_ids: Sequence[str], name: str = "",
                    tags: Iterable[str] = ()) -> str:
     """Combine finished runs into a new ensemble run in `runs_dir`; returns its id."""
-    from atft_core.launcher import new_run_id
-
     runs_dir = Path(runs_dir)
     members = _members(runs_dir, member_ids)
     horizons = _common_horizons(members)
