@@ -6,7 +6,7 @@
 
 Runs are grouped by their seed group (run.json's ``group_name``, from `runs launch --seeds`)
 or else by folder name without its ``-s<seed>`` suffix. For every run, then every
-group's ensemble (`atft_core.ensemble.combine_predictions`), prints the mean daily RankIC (1d)
+group's ensemble (`atft_core.runs.ensemble.combine_predictions`), prints the mean daily RankIC (1d)
 and its standard error on each split, the paired t against minus ``feat_ret_1d`` (=
 reversal_1d) on the same rows, and the run's validation RankIC per epoch. The two factors
 (minus ret_1d and minus close_loc, the best single input of the quality report's headroom
