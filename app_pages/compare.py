@@ -1,13 +1,13 @@
 """Compare: overlay metrics of several runs, best/final table, config diff, CSV export, the
-paired t of daily RankIC against a reference run, and combining the chosen runs into an
-ensemble run."""
+paired difference of daily RankIC against a reference run (interval and t), the runs side by
+side after trading costs, and combining the chosen runs into an ensemble run."""
 
 import streamlit as st
 
 from atft_core import runs
 from atft_core.run_files import RunFiles, read_json
 from atft_core.runs.ensemble import build_ensemble
-from ui import charts, live, logic, state
+from ui import charts, evaluation_view, live, logic, state
 
 st.title("Compare runs")
 runs_dir = state.runs_dir()
@@ -68,12 +68,16 @@ else:
                           format_func={"val": "validation", "test": "test"}.get)
     horizon = cols[2].selectbox("Horizon (days)", horizons, key="paired_horizon")
     try:
-        st.dataframe(live.paired_comparison(runs_dir, list(finished), reference, split, horizon), hide_index=True)
-        st.caption("Means over the days both runs have; t = mean / standard error of the daily differences. "
-                   "On a year of real data a mean daily RankIC has a standard error of about 0.006, so "
-                   "means that differ by less than ~2 standard errors (|t| < 2) may differ by chance.")
+        paired = live.paired_comparison(runs_dir, list(finished), reference, split, horizon)
+        st.dataframe(evaluation_view.compare_paired_rows(paired, names_by_id), hide_index=True)
+        st.caption("Means over the days both runs have; the interval is of the mean daily difference (block "
+                   "bootstrap over days); t = mean / standard error of the daily differences, treating days as "
+                   "independent. On a year of real data a mean daily RankIC has a standard error of about 0.006, "
+                   "so a difference whose interval includes 0 may be chance.")
     except (FileNotFoundError, ValueError) as exc:
         st.info(str(exc))
+    st.subheader("After trading costs")
+    evaluation_view.compare_costs(runs_dir, list(finished), names_by_id, split, horizon)
 
 st.subheader("Ensemble")
 st.caption("A new run whose prediction is, per date, the mean of the chosen runs' z-scored predictions "

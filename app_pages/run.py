@@ -4,7 +4,7 @@ import streamlit as st
 
 from atft_core import runs
 from atft_core.runs import ENSEMBLE_KIND, launch
-from ui import live, run_view, state
+from ui import baseline_view, evaluation_view, live, run_view, state
 
 REFRESH_SECONDS = 2
 LOG_LINES = 40
@@ -23,7 +23,12 @@ run_id = st.selectbox("Run", ids, index=ids.index(wanted) if wanted in ids else 
                       format_func=lambda i: next(f"{r.name or r.id} ({r.id}, {r.status})" for r in all_runs if r.id == i))
 st.session_state["selected_run"] = run_id
 st.query_params["run"] = run_id
-page_live = runs.run_state(runs_dir, run_id).live
+opened = runs.run_state(runs_dir, run_id)
+page_live = opened.live
+if baseline_view.evaluation_only(opened):   # baselines and ensembles
+    baseline_view.page(runs_dir, run_id, ROLLING_DAYS, REFRESH_SECONDS, LOG_LINES,
+                       stop=lambda: launch.stop_run(runs_dir, run_id))
+    st.stop()
 
 
 @st.fragment(run_every=REFRESH_SECONDS if page_live else None)
@@ -52,7 +57,8 @@ def live_part() -> None:
 live_part()
 if not page_live:
     st.subheader("Evaluation of the best checkpoint")
-    run_view.evaluation(runs_dir, run_id, ROLLING_DAYS)
+    evaluation_view.evaluation(runs_dir, run_id, ROLLING_DAYS)
+    run_view.feature_weights(runs_dir, run_id)
 st.subheader("Config as run")
 run_view.config_section(runs_dir, run_id)
 st.subheader("Checkpoints")

@@ -83,6 +83,27 @@ def horizons_in(frame: pl.DataFrame) -> list[int]:
     return sorted(h for h in found if f"target_{h}d" in frame.columns)
 
 
+def run_horizons(run_dir: Path | str) -> list[int]:
+    """Horizons of a run's predictions, from the parquet schema alone (no rows read)."""
+    path = RunFiles(Path(run_dir)).predictions
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no predictions (the run has not finished, or failed before writing them)")
+    return horizons_in(pl.DataFrame(schema=pl.read_parquet_schema(path)))
+
+
+def fitted_baseline(run_dir: Path | str) -> dict[str, Any] | None:
+    """What a baseline run fitted (`Baseline.describe`: factor and sign, or ridge weights), from
+    its best checkpoint; None for a run without one or a deep-model run."""
+    from atft_core.baselines import Baseline
+    from atft_core.checkpoint import load_checkpoint
+
+    path = RunFiles(Path(run_dir)).best_checkpoint
+    if not path.is_file():
+        return None
+    state = load_checkpoint(path).get("baseline")
+    return Baseline.from_state(state).describe() if state else None
+
+
 def to_arrays(frame: pl.DataFrame, split: str, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(dates [D], pred [D, N], target [D, N], mask [D, N]) for one split and horizon."""
     return _arrays(frame, split, horizon)[:4]

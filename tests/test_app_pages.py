@@ -154,7 +154,7 @@ def test_launch_tiny_demo_run_and_follow_it_to_the_end(dirs):
     assert len(at.get("vega_lite_chart")) >= 2 + 6  # RankIC, losses, ... + 3 per evaluated split
     assert any(c.startswith("val/rank_ic logged for 2 epoch(s)") for c in texts(at, "caption"))
     markdown = " ".join(texts(at, "markdown"))
-    assert "**Validation** (1d): RankIC" in markdown and "**Test** (1d)" in markdown
+    assert "**Validation** (1d, " in markdown and "**Test** (1d, " in markdown and "mean daily RankIC" in markdown
     assert "**Inputs the model lets through**" in markdown
     weights = next(d.value for d in at.dataframe if "mean_weight" in d.value.columns)
     assert len(weights) == validate_dataset(dirs[0] / "demo.parquet").n_features

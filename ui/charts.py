@@ -88,13 +88,6 @@ def rank_ic_chart(daily: pl.DataFrame, title: str) -> alt.LayerChart:
     ).properties(title=title, height=CHART_HEIGHT)
 
 
-def cumulative_chart(daily: pl.DataFrame, title: str) -> alt.Chart:
-    """Cumulative (additive) decile long-short return."""
-    return alt.Chart(daily).mark_line().encode(
-        x=alt.X("Date:T", title=None), y=alt.Y("cum_long_short:Q", title="cumulative long-short"),
-    ).properties(title=title, height=CHART_HEIGHT)
-
-
 def decile_chart(deciles: pl.DataFrame, title: str) -> alt.Chart:
     """Mean forward return by prediction decile (1 = lowest predictions)."""
     return alt.Chart(deciles).mark_bar().encode(

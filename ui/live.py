@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from atft_core import evaluation, runs
+from atft_core import costs, evaluation, runs
 from atft_core.run_files import RunFiles
 
 CACHE_ENTRIES = 64
@@ -40,14 +40,19 @@ def metrics(runs_dir: Path, run_ids: list[str] | tuple[str, ...]) -> pl.DataFram
 
 
 @st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
-def _evaluation(run_dir: str, window: int, horizon: int | None, stamp: tuple) -> dict:
-    return evaluation.evaluate_run(run_dir, window, horizon)
+def _evaluation(run_dir: str, window: int, horizon: int | None, cost_bps: tuple[float, ...], with_sectors: bool,
+                stamps: tuple) -> dict:
+    return evaluation.evaluate_run(run_dir, window, horizon, cost_bps, with_sectors)
 
 
-def run_evaluation(runs_dir: Path, run_id: str, window: int, horizon: int | None = None) -> dict:
-    """{split: Evaluation} of a finished run, recomputed only when predictions.parquet changes."""
+def run_evaluation(runs_dir: Path, run_id: str, window: int, horizon: int | None = None,
+                   cost_bps: tuple[float, ...] = costs.DEFAULT_COST_BPS, with_sectors: bool = True) -> dict:
+    """{split: Evaluation} of a finished run, recomputed only when predictions.parquet, the
+    run's config or its dataset (the sectors) changes."""
     files = RunFiles(Path(runs_dir) / run_id)
-    return _evaluation(str(files.root), window, horizon, _stamp(files.predictions))
+    dataset = evaluation.run_dataset(files.root) if with_sectors else None
+    stamps = (_stamp(files.predictions), _stamp(files.config), _stamp(dataset) if dataset else None)
+    return _evaluation(str(files.root), window, horizon, tuple(cost_bps), with_sectors, stamps)
 
 
 @st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
@@ -56,11 +61,38 @@ def _paired(runs_dir: str, run_ids: tuple[str, ...], reference: str, split: str,
     return evaluation.paired_comparison(runs_dir, list(run_ids), reference, split, horizon)
 
 
+def _prediction_stamps(runs_dir: Path, run_ids) -> tuple:
+    return tuple(_stamp(RunFiles(Path(runs_dir) / r).predictions) for r in run_ids)
+
+
 def paired_comparison(runs_dir: Path, run_ids: list[str], reference: str, split: str, horizon: int) -> pl.DataFrame:
     """`evaluation.paired_comparison`, recomputed only when one of the predictions files changes."""
     ids = tuple(run_ids)
-    stamps = tuple(_stamp(RunFiles(Path(runs_dir) / r).predictions) for r in ids)
-    return _paired(str(runs_dir), ids, reference, split, horizon, stamps)
+    return _paired(str(runs_dir), ids, reference, split, horizon, _prediction_stamps(runs_dir, (*ids, reference)))
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
+def _paired_costs(runs_dir: str, run_id: str, reference: str, split: str, horizon: int,
+                  cost_bps: tuple[float, ...], stamps: tuple) -> pl.DataFrame:
+    return evaluation.paired_costs(runs_dir, run_id, reference, split, horizon, cost_bps)
+
+
+def paired_costs(runs_dir: Path, run_id: str, reference: str, split: str, horizon: int,
+                 cost_bps: tuple[float, ...]) -> pl.DataFrame:
+    """`evaluation.paired_costs`, recomputed only when one of the two predictions files changes."""
+    return _paired_costs(str(runs_dir), run_id, reference, split, horizon, tuple(cost_bps),
+                         _prediction_stamps(runs_dir, (run_id, reference)))
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
+def _fitted_baseline(run_dir: str, stamp: tuple) -> dict | None:
+    return evaluation.fitted_baseline(run_dir)
+
+
+def fitted_baseline(runs_dir: Path, run_id: str) -> dict | None:
+    """What a baseline run fitted (from best.pt), re-read only when the checkpoint changes."""
+    files = RunFiles(Path(runs_dir) / run_id)
+    return _fitted_baseline(str(files.root), _stamp(files.best_checkpoint))
 
 
 @st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)

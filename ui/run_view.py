@@ -1,4 +1,5 @@
-"""Sections of the Run page: status and progress, live charts, config, checkpoints, evaluation."""
+"""Sections of the Run page: status and progress, live charts, config, checkpoints, feature weights
+(the evaluation sections are in ui/evaluation_view.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from atft_core.feature_weights import read_feature_weights
 from atft_core.run_files import RunFiles, read_json
 from atft_core.runs import ENSEMBLE_KIND
 
-from . import charts, live
+from . import charts
 from .logic import best_epoch, eta_seconds, format_seconds, phase_boundaries, requested_vs_effective
 
 def _phase_name(phase) -> str:
@@ -111,26 +112,6 @@ def checkpoints(runs_dir: Path, run_id: str) -> None:
         st.caption("No checkpoints yet.")
 
 
-def evaluation(runs_dir: Path, run_id: str, window: int) -> None:
-    """Validation and test evaluation from predictions.parquet (finished runs)."""
-    try:
-        results = live.run_evaluation(runs_dir, run_id, window)
-    except (FileNotFoundError, ValueError) as exc:
-        st.info(str(exc))
-        return
-    for split, ev in results.items():
-        label = {"val": "Validation", "test": "Test"}.get(split, split)
-        s = ev.summary
-        st.markdown(f"**{label}** ({ev.horizon}d): RankIC {_fmt(s.get('rank_ic'))}, IC {_fmt(s.get('ic'))}, "
-                    f"long-short Sharpe {_fmt(s.get('ls_sharpe'))}, JPX Sharpe {_fmt(s.get('jpx_sharpe'))}, "
-                    f"{s.get('n_days')} days")
-        cols = st.columns(3)
-        cols[0].altair_chart(charts.rank_ic_chart(ev.daily, f"{label}: daily RankIC, {window}-day mean"))
-        cols[1].altair_chart(charts.cumulative_chart(ev.daily, f"{label}: cumulative long-short"))
-        cols[2].altair_chart(charts.decile_chart(ev.deciles, f"{label}: mean return by decile"))
-    feature_weights(runs_dir, run_id)
-
-
 FEATURE_WEIGHTS_SHOWN = 20
 """Inputs drawn in the feature-weight chart (the highest weights; the rest are in the table)."""
 
@@ -150,7 +131,3 @@ def feature_weights(runs_dir: Path, run_id: str) -> None:
     st.altair_chart(charts.feature_weight_chart(top, facts["uniform"], f"Top {top.height} of {weights.height} inputs"))
     with st.expander("All inputs"):
         st.dataframe(weights, hide_index=True)
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
