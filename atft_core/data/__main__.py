@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--quotes", required=True, help="daily_quotes parquet or csv")
     build.add_argument("--listed-info", required=True, help="listed_info csv (Code, Sector33Code, ...)")
     build.add_argument("--index", default=None, help="TOPIX quotes (Date, Close); without it an equal-weighted market")
+    build.add_argument("--statements", default=None,
+                       help="J-Quants statements parquet or csv: adds the fin_* features (docs/data.md)")
     build.add_argument("--out", required=True)
     build.add_argument("--start", default="", help="first output date YYYY-MM-DD (earlier data is history)")
     build.add_argument("--end", default="", help="last date used at all YYYY-MM-DD")
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "build":
             params = BuildParams(horizons=parse_horizons(args.horizons), start=args.start, end=args.end, clip=args.clip,
                                  min_stocks_per_day=args.min_stocks)
-            summary = build_dataset(args.quotes, args.listed_info, args.out, index=args.index, params=params, log=log)
+            summary = build_dataset(args.quotes, args.listed_info, args.out, index=args.index, params=params, log=log,
+                                    statements=args.statements)
         else:
             summary = validate_dataset(args.path, min_stocks_per_day=args.min_stocks)
     except DataError as exc:

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import features as F
+from . import statements as S
 from .errors import DataError
 from .inputs import read_index, read_listed_info, read_quotes
 from .schema import DEFAULT_HORIZONS, FORMAT_VERSION, META_KEY, target_name
@@ -130,11 +131,11 @@ def _dense(quotes: pl.DataFrame) -> pl.DataFrame:
         cal.rename({"Date": "last", "di": "d1"}), on="last")
     span = span.sort("Code").with_row_index("ci")
     grid = span.select("Code", "ci", pl.int_ranges("d0", pl.col("d1") + 1, dtype=pl.UInt32).alias("di")).explode("di")
-    grid = grid.join(cal, on="di", maintain_order="left").drop("di")
+    grid = grid.join(cal, on="di", maintain_order="left")
     dense = grid.join(quotes, on=["Code", "Date"], how="left", maintain_order="left").sort("Code", "Date")
     traded = (pl.col("close") > 0) & (pl.col("volume") > 0)
     dense = dense.with_columns(traded.fill_null(False).alias("traded"))
-    price_cols = ("open", "high", "low", "close", "volume", "turnover")
+    price_cols = ("open", "high", "low", "close", "volume", "turnover") + (("close_raw",) if "close_raw" in dense.columns else ())
     return dense.with_columns(pl.when(pl.col("traded")).then(pl.col(c)).alias(c) for c in price_cols)
 
 
@@ -154,17 +155,23 @@ def _market(dense: pl.DataFrame, index: pl.DataFrame | None) -> tuple[pl.DataFra
     return F.market_features(calendar), "equal_weighted"
 
 
-def _stock_stage(chunk: pl.DataFrame, market: pl.DataFrame, params: BuildParams) -> pl.DataFrame:
-    """Per-stock features and targets of a chunk of whole stocks; only traded rows are kept."""
+def _stock_stage(chunk: pl.DataFrame, market: pl.DataFrame, params: BuildParams,
+                 states: pl.DataFrame | None) -> pl.DataFrame:
+    """Per-stock features and targets of a chunk of whole stocks; only traded rows are kept.
+
+    With `states` (statements given), the statement features and their flag are added."""
     df = chunk.join(market.select("Date", "mkt_r"), on="Date", how="left", maintain_order="left")
     df = df.with_columns(F.base_columns(params.days_listed_cap))
     df = df.with_columns(F.stock_features()).with_columns(F.beta_features()).with_columns(F.idio_features())
+    names = F.STOCK_FEATURES + ("days_listed",) + tuple(n for n in F.ASIS_FEATURES if n.startswith("flag_"))
+    if states is not None:
+        df = S.daily_features(df, states)
+        names += S.FEATURES + (S.FLAG,)
     targets = [
         pl.when(pl.col("traded")).then(pl.col("close").shift(-h).over("Code") / pl.col("close") - 1).alias(target_name(h))
         for h in params.horizons
     ]
     df = df.with_columns(targets).filter(pl.col("traded"))
-    names = F.STOCK_FEATURES + ("days_listed",) + tuple(n for n in F.ASIS_FEATURES if n.startswith("flag_"))
     return df.select(
         "Code", "ci", "Date", pl.col("ret_1d").alias("raw_ret_1d"),
         *[pl.col(n).cast(pl.Float32) for n in names],
@@ -215,15 +222,18 @@ def _normalise_batch(df: pl.DataFrame, names: tuple[str, ...], clip: float) -> p
     return df.with_columns(exprs).drop(helpers)
 
 
-def _cross_section(df: pl.DataFrame, market: pl.DataFrame, params: BuildParams) -> tuple[pl.DataFrame, dict]:
+def _cross_section(df: pl.DataFrame, market: pl.DataFrame, params: BuildParams,
+                   with_statements: bool) -> tuple[pl.DataFrame, dict]:
     """Sector and market features, normalisation, missing shares; returns (frame, missing)."""
     for stage in F.sector_features():
         df = df.with_columns(stage)
     df = df.join(market.drop("mkt_r"), on="Date", how="left", maintain_order="left")
+    fin = S.FEATURES if with_statements else ()
     short = F.STOCK_FEATURES + F.SECTOR_FEATURES + F.MARKET_FEATURES + F.ASIS_FEATURES
+    short += fin + ((S.FLAG,) if with_statements else ())
     df = df.with_columns(_finite(n) for n in short)
     missing = df.select(pl.col(n).is_null().mean() for n in short).row(0)
-    df = _normalise(df, F.STOCK_FEATURES + F.SECTOR_FEATURES, params.clip)
+    df = _normalise(df, F.STOCK_FEATURES + F.SECTOR_FEATURES + fin, params.clip)
     df = df.with_columns(pl.col(n).clip(-params.clip, params.clip) for n in F.MARKET_FEATURES)
     df = df.with_columns(pl.col(n).fill_null(0).cast(pl.Float32).alias(f"feat_{n}") for n in short)
     return df, {f"feat_{n}": round(float(m), 6) for n, m in zip(short, missing)}
@@ -246,34 +256,50 @@ def build_dataset(
     index: str | Path | None = None,
     params: BuildParams = BuildParams(),
     log: Callable[[str], None] | None = None,
+    statements: str | Path | None = None,
 ):
     """Build the model-ready parquet at `out` and return its DatasetSummary.
 
     Every input is checked first (DataError names file / column / rows); the output is written
-    to a temp file beside `out`, validated, then renamed, so a failure writes nothing.
+    to a temp file beside `out`, validated, then renamed, so a failure writes nothing. With
+    `statements` (J-Quants statements, parquet or CSV) the statement features are added; without
+    it the dataset is exactly what it was before they existed.
     """
-    from .validate import validate_dataset
-
     say = log or (lambda _m: None)
     out = Path(out)
     if out.suffix != ".parquet":
         raise DataError(f"--out {out}: the dataset must be a .parquet file")
     start, end = _parse_date(params.start, "start"), _parse_date(params.end, "end")
+    say("1/6 reading and checking the input files")
     q = read_quotes(quotes)
     listed = read_listed_info(listed_info)
     ix = read_index(index) if index else None
+    filings = S.read_statements(statements) if statements else None
     if end is not None:
         q = q.filter(pl.col("Date") <= end)
         ix = ix.filter(pl.col("Date") <= end) if ix is not None else None
     _check_tradable(q, quotes, params, start)
-    fp, source = fingerprint({"quotes": Path(quotes), "listed_info": Path(listed_info),
-                              "index": Path(index) if index else None}, params)
+    calendar = _calendar_counts(q, start)
+    inputs = {"quotes": Path(quotes), "listed_info": Path(listed_info), "index": Path(index) if index else None}
+    fp, source = fingerprint(inputs | ({"statements": Path(statements)} if statements else {}), params)
+    states, statements_meta, warnings = None, None, []
+    if filings is not None:
+        say("2/6 statements: when each filing became public, and the state after it")
+        traded_prices = "close_raw" in q.columns
+        if not traded_prices:
+            q = q.with_columns(pl.col("close").alias("close_raw"), pl.lit(1.0).alias("basis"))
+        states, statements_meta, warnings = _statement_states(filings, q, statements, traded_prices)
+    say("3/6 market calendar: one row per stock and market day")
     dense = _dense(q)
     del q
-    say(f"{dense['Code'].n_unique()} stocks, {dense.height} stock-days on the market calendar")
+    say(f"    {dense['Code'].n_unique()} stocks, {dense.height} stock-days on the market calendar")
     market, market_source = _market(dense, ix)
-    parts = [_stock_stage(chunk, market, params) for chunk in _chunks(dense, params.stocks_per_chunk)]
-    del dense
+    chunks = list(_chunks(dense, params.stocks_per_chunk))
+    parts = []
+    for i, chunk in enumerate(chunks, 1):
+        say(f"4/6 per-stock features and targets: stocks chunk {i} of {len(chunks)}")
+        parts.append(_stock_stage(chunk, market, params, states))
+    del dense, chunks
     df = pl.concat(parts)
     del parts
     if start is not None:
@@ -281,20 +307,24 @@ def build_dataset(
     df = df.join(listed, on="Code", how="left", maintain_order="left")
     # date-major order from here on: every later step groups by date, and sorted keys are fast
     df = df.sort("Date", "ci").with_columns(pl.col("Date").set_sorted())
-    warnings = _sector_warnings(df, listed_info)
-    df, missing = _cross_section(df, market, params)
+    warnings = _sector_warnings(df, listed_info) + warnings
+    say("5/6 sector features and per-date normalisation")
+    df, missing = _cross_section(df, market, params, with_statements=states is not None)
+    if states is not None:
+        _check_statement_features(missing, statements)
     counts = df.group_by("Date").len()
     thin = counts.filter(pl.col("len") < params.min_stocks_per_day)
     if thin.height:
-        say(f"dropping {thin.height} date(s) with fewer than {params.min_stocks_per_day} traded stocks")
+        say(f"    dropping {thin.height} date(s) with fewer than {params.min_stocks_per_day} traded stocks")
         df = df.join(thin.select("Date"), on="Date", how="anti")
+    calendar["thin_days"] = [str(d) for d in thin["Date"].sort()]
     if df.height == 0:
         raise DataError(f"no traded rows left to write (check --start/--end and the quotes in {quotes})")
-    cols = ["Code", "Date", "Sector33Code", "raw_ret_1d", *F.ALL_FEATURES, *[target_name(h) for h in params.horizons]]
-    df = df.select(cols)
+    features = F.ALL_FEATURES + (S.FEATURE_COLUMNS if states is not None else ())
+    df = df.select(["Code", "Date", "Sector33Code", "raw_ret_1d", *features, *[target_name(h) for h in params.horizons]])
     meta = {
         "format_version": FORMAT_VERSION,
-        "feature_names": list(F.ALL_FEATURES),
+        "feature_names": list(features),
         "horizons": list(params.horizons),
         "normalization": NORMALIZATION.format(clip=params.clip),
         "fingerprint": fp,
@@ -303,8 +333,60 @@ def build_dataset(
         "params": {k: v for k, v in asdict(params).items() if k != "stocks_per_chunk"},
         "missing_share": missing,
         "build_warnings": warnings,
+        "calendar": calendar,
     }
+    if statements_meta is not None:
+        meta["statements"] = statements_meta
+    say("6/6 writing and checking the dataset")
     return _write_validated(df, out, meta, params, say)
+
+
+def _statement_states(filings: pl.DataFrame, q: pl.DataFrame, path,
+                      traded_prices: bool) -> tuple[pl.DataFrame, dict, list[str]]:
+    """Filing states on the quotes' calendar, the metadata `statements` section and warnings."""
+    where = f"statements file {path}"
+    codes = q["Code"].unique()
+    unmatched = filings.filter(~pl.col("Code").is_in(codes.implode()))["Code"].unique()
+    filings = filings.filter(pl.col("Code").is_in(codes.implode()))
+    if filings.height == 0:
+        raise DataError(f"{where}: none of its codes appear in the quotes (e.g. {unmatched.sort().head(3).to_list()}); "
+                        "LocalCode must match the quotes' Code (5 characters, e.g. 72030)")
+    filings = S.effective_dates(filings, q["Date"].unique().sort())
+    if filings.height == 0:
+        raise DataError(f"{where}: every filing was disclosed after the last quote date {q['Date'].max()}")
+    filings = filings.sort("EffectiveDate").join_asof(
+        q.select("Code", "Date", "basis").sort("Date"), left_on="EffectiveDate", right_on="Date", by="Code",
+        strategy="backward", check_sortedness=False).with_columns(pl.col("basis").fill_null(1.0)).drop("Date")
+    warnings = [] if traded_prices else [
+        "statements: the quotes are split-adjusted only (no Close + AdjustmentFactor), so yields divide by "
+        "adjusted prices: before a later split a stock's earnings, book and dividend yields are too high by "
+        "the split ratio (that split leaks in from the future); give quotes in the API form (`data fetch` writes it)"]
+    if unmatched.len():
+        warnings.append(f"statements: {unmatched.len()} code(s) in {Path(path).name} are not in the quotes and are ignored")
+    states = S.filing_states(filings)
+    first = filings["EffectiveDate"].min()
+    meta = {"price_basis": "traded" if traded_prices else "adjusted", "filings": filings.height,
+            "stocks": filings["Code"].n_unique(), "first_effective": str(first),
+            "last_effective": str(filings["EffectiveDate"].max()),
+            "before_first": f"before {first} no stock has a filing known: statement features are 0 and {S.FLAG} is 1"}
+    return states, meta, warnings
+
+
+def _check_statement_features(missing: dict[str, float], path) -> None:
+    """A statement feature with no value on any stock-day would be a constant: say why instead."""
+    empty = [n for n in S.FEATURES if missing[f"feat_{n}"] == 1.0]
+    if empty:
+        why = "; ".join(f"{n}: {S.NEEDS[n]}" for n in empty)
+        raise DataError(f"statements file {path}: no stock-day has a value for {', '.join(empty)} ({why})")
+
+
+def _calendar_counts(q: pl.DataFrame, start: dt.date | None) -> dict:
+    """Market days in the quotes, and those the dataset cannot have (see DatasetSummary.to_text)."""
+    days = q.group_by("Date").agg(((pl.col("close") > 0) & (pl.col("volume") > 0)).any().alias("traded"))
+    early = pl.col("Date") < start if start else pl.lit(False)
+    no_trade = days.filter(~pl.col("traded") & ~early)["Date"].sort()
+    return {"quote_days": days.height, "no_trade_days": [str(d) for d in no_trade],
+            "before_start": days.filter(early).height}
 
 
 def _check_tradable(q: pl.DataFrame, quotes, params: BuildParams, start: dt.date | None) -> None:

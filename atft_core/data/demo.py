@@ -143,6 +143,47 @@ def _quotes(sim: dict, dates: np.ndarray, codes: list[str], rng: np.random.Gener
     })
 
 
+STATEMENT_TIMES = ("11:30:00", "13:00:00", "14:00:00", "15:00:00", "15:30:00", "16:00:00", "")
+"""Disclosure times the demo's filings are drawn from ("" : no time given)."""
+
+
+def _statements(codes: list[str], dates: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
+    """Quarterly filings in J-Quants `statements` columns, fiscal years ending in March.
+
+    Profit and EPS are cumulative for the fiscal year to date; book value comes with full-year
+    filings, the current year's dividend forecast with the others. Each quarter is reported
+    20-50 days after it ends, at a time drawn from STATEMENT_TIMES (some during the session,
+    most at or after the close); some filings are revised a few days later.
+    """
+    first, last = dates[0].astype(dt.date), dates[-1].astype(dt.date)
+    quarter_ends = [dt.date(y, m, 31 if m in (3, 12) else 30) for y in range(first.year - 1, last.year + 1)
+                    for m in (3, 6, 9, 12)]
+    rows = []
+    for code in codes:
+        shares, book = rng.lognormal(17, 1), rng.lognormal(7, 0.5)
+        quarterly, ytd = rng.lognormal(-0.5, 0.4) * shares, 0.0
+        for end in quarter_ends:
+            fiscal_quarter = (end.month - 3) % 12 // 3  # 0: the year's last quarter (March)
+            ytd = (0.0 if fiscal_quarter == 1 else ytd) + quarterly * (1 + 0.3 * rng.standard_normal())
+            quarterly *= np.exp(0.08 * rng.standard_normal())
+            disclosed = end + dt.timedelta(days=int(rng.integers(20, 50)))
+            if not first <= disclosed <= last:
+                continue
+            full_year = fiscal_quarter == 0
+            row = {"DisclosedDate": disclosed.isoformat(), "DisclosedTime": str(rng.choice(STATEMENT_TIMES)),
+                   "LocalCode": code, "Profit": round(ytd, -6), "EarningsPerShare": round(ytd / shares, 2),
+                   "BookValuePerShare": round(book, 2) if full_year else None,
+                   "ForecastDividendPerShareAnnual": None if full_year else round(0.3 * quarterly * 4 / shares, 0)}
+            rows.append(row)
+            if rng.random() < 0.05:
+                revised = disclosed + dt.timedelta(days=int(rng.integers(1, 10)))
+                rows.append(row | {"DisclosedDate": revised.isoformat(), "EarningsPerShare": round(1.02 * ytd / shares, 2)})
+            book *= np.exp(0.02 + 0.02 * rng.standard_normal()) if full_year else 1.0
+    return pl.DataFrame(rows, schema={"DisclosedDate": pl.String, "DisclosedTime": pl.String, "LocalCode": pl.String,
+                                      "Profit": pl.Float64, "EarningsPerShare": pl.Float64,
+                                      "BookValuePerShare": pl.Float64, "ForecastDividendPerShareAnnual": pl.Float64})
+
+
 def _index(sim: dict, dates: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
     """TOPIX-like index of the market factor, with INDEX_HISTORY earlier days (as real TOPIX has)."""
     early = MARKET_VOL * _t_noise(rng, (INDEX_HISTORY,))
@@ -172,7 +213,8 @@ def write_raw(out_dir: Path, n_stocks: int, n_days: int, seed: int) -> dict[str,
     codes = [f"{1301 + i:04d}0" for i in range(n_stocks)]
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {k: out_dir / v for k, v in (("quotes", "daily_quotes.parquet"), ("listed_info", "listed_info.csv"),
-                                          ("index", "topix.parquet"), ("truth", "truth.parquet"))}
+                                          ("index", "topix.parquet"), ("truth", "truth.parquet"),
+                                          ("statements", "statements.parquet"))}
     _write_parquet(_quotes(sim, dates, codes, rng), paths["quotes"])
     sectors = [SECTOR33_CODES[k] for k in sim["sector"]]
     pl.DataFrame({"Code": codes, "CompanyName": [f"Demo {c[:4]}" for c in codes],
@@ -184,6 +226,8 @@ def write_raw(out_dir: Path, n_stocks: int, n_days: int, seed: int) -> dict[str,
         "Date": dates[day.ravel()].astype("datetime64[D]"), "Code": np.asarray(codes)[stock.ravel()],
         "chain": sim["chain"][stock.ravel()], "signal": sim["signal"].ravel(),
     }), paths["truth"])
+    # a stream of its own, so the statements leave the market (and the default demo) as it was
+    _write_parquet(_statements(codes, dates, np.random.default_rng([seed, 1])), paths["statements"])
     return paths
 
 

@@ -62,25 +62,29 @@ def read_table(path: str | Path, role: str) -> pl.DataFrame:
     return df
 
 
-def _dates(df: pl.DataFrame, where: str) -> pl.DataFrame:
-    """Cast Date to pl.Date; unparseable or null dates are an error with examples."""
-    dtype = df.schema["Date"]
+def dates_column(df: pl.DataFrame, column: str, where: str) -> pl.DataFrame:
+    """Cast `column` to pl.Date; unparseable, null or implausible dates are an error with examples."""
+    dtype = df.schema[column]
     if dtype == pl.Date:
-        parsed = pl.col("Date")
-    elif dtype == pl.Datetime or isinstance(dtype, pl.Datetime):
-        parsed = pl.col("Date").dt.date()
+        parsed = pl.col(column)
+    elif isinstance(dtype, pl.Datetime):
+        parsed = pl.col(column).dt.date()
     elif dtype == pl.String:
-        parsed = pl.col("Date").str.strip_chars().str.to_date(strict=False)
+        parsed = pl.col(column).str.strip_chars().str.to_date(strict=False)
     else:
-        raise DataError(f"{where}: column 'Date' has dtype {dtype}; expected a date or YYYY-MM-DD text")
+        raise DataError(f"{where}: column {column!r} has dtype {dtype}; expected a date or YYYY-MM-DD text")
     out = df.with_columns(parsed.alias("__date"))
     bad = out.with_row_index("row").filter(pl.col("__date").is_null())
     if bad.height:
-        examples = ", ".join(f"row {r}: {v!r}" for r, v in bad.select("row", pl.col("Date").cast(pl.String))
+        examples = ", ".join(f"row {r}: {v!r}" for r, v in bad.select("row", pl.col(column).cast(pl.String))
                              .head(_N_EXAMPLES).iter_rows())
-        raise DataError(f"{where}: {bad.height} garbled or missing date(s) in column 'Date' ({examples})")
-    implausible_dates(out, "__date", "Date", where)
-    return out.drop("Date").rename({"__date": "Date"})
+        raise DataError(f"{where}: {bad.height} garbled or missing date(s) in column {column!r} ({examples})")
+    implausible_dates(out, "__date", column, where)
+    return out.with_columns(pl.col("__date").alias(column)).drop("__date")
+
+
+def _dates(df: pl.DataFrame, where: str) -> pl.DataFrame:
+    return dates_column(df, "Date", where)
 
 
 EPOCH = dt.date(1970, 1, 1)
@@ -124,7 +128,7 @@ def _no_inf(df: pl.DataFrame, columns: tuple[str, ...], where: str) -> None:
             raise DataError(f"{where}: column {c!r} has {bad.height} infinite value(s) (rows {rows})")
 
 
-def _codes(df: pl.DataFrame, column: str, where: str) -> pl.DataFrame:
+def codes_as_text(df: pl.DataFrame, column: str, where: str) -> pl.DataFrame:
     """`column` as stripped text; a missing or blank code is a DataError naming the rows."""
     df = df.with_columns(pl.col(column).cast(pl.String).str.strip_chars())
     bad = df.with_row_index("row").filter(pl.col(column).is_null() | (pl.col(column) == ""))
@@ -132,6 +136,24 @@ def _codes(df: pl.DataFrame, column: str, where: str) -> pl.DataFrame:
         rows = ", ".join(str(r) for r in bad["row"].head(_N_EXAMPLES))
         raise DataError(f"{where}: {bad.height} row(s) with a missing {column!r} (rows {rows})")
     return df
+
+
+def numeric_text(df: pl.DataFrame, column: str, where: str) -> pl.Series:
+    """`column` as float64 with NaN and empty text as null; text that is not a number is an error."""
+    values = df[column]
+    if values.dtype.is_numeric() or values.dtype == pl.Null:
+        number = values.cast(pl.Float64)
+    elif values.dtype == pl.String:
+        text = values.str.strip_chars()
+        number = text.cast(pl.Float64, strict=False)
+        bad = df.with_row_index("row").filter(text.is_not_null() & (text != "") & number.is_null())
+        if bad.height:
+            ex = ", ".join(f"row {r}: {v!r}" for r, v in bad.select("row", column).head(_N_EXAMPLES).iter_rows())
+            raise DataError(f"{where}: column {column!r} has {bad.height} value(s) that are not numbers ({ex})")
+    else:
+        raise DataError(f"{where}: column {column!r} has dtype {values.dtype}; expected numbers")
+    _no_inf(pl.DataFrame({column: number}), (column,), where)
+    return number.fill_nan(None).alias(column)
 
 
 def _no_negative(df: pl.DataFrame, columns: tuple[str, ...], where: str) -> None:
@@ -154,9 +176,11 @@ def no_duplicates(df: pl.DataFrame, keys: tuple[str, ...], where: str) -> None:
 def read_quotes(path: str | Path) -> pl.DataFrame:
     """Daily quotes in either J-Quants form, as split-adjusted internal columns.
 
-    Unadjusted form (Open..Volume + AdjustmentFactor): the factor on date d applies to every
-    price before d, so price(t) is multiplied by the product of the factors on dates after t
-    (and volume divided by it).
+    Unadjusted form (Open..Volume + AdjustmentFactor, what `fetch` writes): the factor on date d
+    applies to every price before d, so price(t) is multiplied by the product of the factors on
+    dates after t (and volume divided by it). This form also keeps the traded close
+    (`close_raw`) and `basis`, the product of the factors up to and including t: close_raw /
+    basis is a split-free price known at t, which statement yields need (docs/data.md).
     """
     where = f"quotes file {path}"
     df = read_table(path, "quotes")
@@ -166,7 +190,7 @@ def read_quotes(path: str | Path) -> pl.DataFrame:
     source = QUOTE_ADJUSTED[2:] if adjusted else QUOTE_RAW[2:]
     _numeric(df, source + (("TurnoverValue",) if "TurnoverValue" in cols else ()), where)
     _no_inf(df, source, where)
-    df = _dates(_codes(df, "Code", where), where)
+    df = _dates(codes_as_text(df, "Code", where), where)
     no_duplicates(df, ("Code", "Date"), where)
     _no_negative(df, source, where)
     turnover = pl.col("TurnoverValue").cast(pl.Float64) if "TurnoverValue" in cols else pl.lit(None, pl.Float64)
@@ -178,8 +202,11 @@ def read_quotes(path: str | Path) -> pl.DataFrame:
         *([pl.col("AdjustmentFactor").cast(pl.Float64).alias("factor")] if not adjusted else []),
     ).sort("Code", "Date")
     if not adjusted:
+        factor = pl.col("factor").fill_null(1.0).fill_nan(1.0)
+        out = out.with_columns(pl.col("close").alias("close_raw"), factor.cum_prod().over("Code").alias("basis"))
         out = _apply_adjustment_factor(out)
-    return out.with_columns(pl.col(c).fill_nan(None) for c in names + ("turnover",))
+    extra = ("close_raw",) if not adjusted else ()
+    return out.with_columns(pl.col(c).fill_nan(None) for c in names + ("turnover",) + extra)
 
 
 def _apply_adjustment_factor(df: pl.DataFrame) -> pl.DataFrame:
@@ -197,7 +224,7 @@ def read_listed_info(path: str | Path) -> pl.DataFrame:
     where = f"listed-info file {path}"
     df = read_table(path, "listed-info")
     require_columns(df.columns, LISTED_REQUIRED, where)
-    df = _codes(df, "Code", where).select(
+    df = codes_as_text(df, "Code", where).select(
         "Code",
         pl.col("Sector33Code").cast(pl.String).str.strip_chars().str.zfill(SECTOR_CODE_WIDTH),
     )

@@ -46,6 +46,11 @@ class DatasetSummary:
     warnings: list[str] = field(default_factory=list)
     fingerprint: str = ""
     has_sector: bool = True
+    calendar: dict = field(default_factory=dict)
+    """From the build: market days in the quotes and why some are not in the dataset."""
+    statements: dict = field(default_factory=dict)
+    """With statement features: the build's `statements` metadata plus the coverage found here
+    (`stocks_known`, `stock_days_known` share, `first_known` date)."""
 
     def to_text(self) -> str:
         """A human summary, one fact per line."""
@@ -61,8 +66,35 @@ class DatasetSummary:
             + ", ".join(f"{k} {v:.1%}" for k, v in worst),
             f"fingerprint {self.fingerprint[:16]}",
         ]
+        lines[2:2] = self._calendar_lines()
+        lines[-1:-1] = self._statement_lines()
         lines += [f"WARNING   {w}" for w in self.warnings]
         return "\n".join(lines)
+
+    def _calendar_lines(self) -> list[str]:
+        """Why the dataset has fewer days than the quotes (e.g. 2,181 of 2,191)."""
+        cal = self.calendar
+        if not cal:
+            return []
+        no_trade, thin = cal.get("no_trade_days", []), cal.get("thin_days", [])
+        parts = [f"{len(no_trade)} with no stock traded" + (f" ({', '.join(no_trade[:3])}{', ...' if len(no_trade) > 3 else ''})" if no_trade else ""),
+                 f"{cal.get('before_start', 0)} before --start",
+                 f"{len(thin)} with too few traded stocks" + (f" ({', '.join(thin[:3])})" if thin else "")]
+        return [f"calendar  {self.n_days} of the {cal['quote_days']} market days in the quotes; not in the dataset: "
+                + ", ".join(parts)]
+
+    def _statement_lines(self) -> list[str]:
+        st = self.statements
+        if not st:
+            return ["statements none (build with --statements to add the fin_* features)"]
+        return [
+            f"statements filing known for {st['stocks_known']} of {self.n_stocks} stocks, "
+            f"{st['stock_days_known']:.1%} of stock-days, from {st['first_known']} "
+            f"(prices: {st.get('price_basis', '?')})",
+            f"          before {st['first_known']} every stock has flag_fin_missing = 1 and fin_* = 0; "
+            "to train only where filings are known, set data.start on or after it",
+        ]
+
 
 
 def select_features(available: Sequence[str], wanted: Sequence[str], expected_count: int, where: str) -> tuple[str, ...]:
@@ -202,6 +234,7 @@ def validate_dataset(path: str | Path, min_stocks_per_day: int = CROSS_SECTION_F
         elif coverage < 1:
             warnings.append(f"{1 - coverage:.1%} of stocks have no {SECTOR}")
     missing = {n: float(meta.get("missing_share", {}).get(n, 0.0)) for n in names}
+    statements = _statement_coverage(path, names, meta)
     counts = per_day["len"].to_list()
     return DatasetSummary(
         path=str(path), n_stocks=n_stocks,
@@ -212,4 +245,21 @@ def validate_dataset(path: str | Path, min_stocks_per_day: int = CROSS_SECTION_F
         stocks_per_day_min=int(min(counts)), stocks_per_day_median=float(statistics.median(counts)),
         n_rows=n_rows, warnings=warnings + count_warnings + list(meta.get("build_warnings", [])),
         fingerprint=str(meta.get("fingerprint", "")), has_sector=has_sector,
+        calendar=dict(meta.get("calendar", {})), statements=statements,
     )
+
+
+STATEMENT_FLAG = "feat_flag_fin_missing"
+
+
+def _statement_coverage(path: Path, names: list[str], meta: dict) -> dict:
+    """The build's statements metadata and the coverage of its flag column ({} without one)."""
+    if STATEMENT_FLAG not in names:
+        return {}
+    known = pl.col(STATEMENT_FLAG) == 0
+    cov = pl.scan_parquet(path).select(
+        pl.col(CODE).filter(known).n_unique().alias("stocks_known"),
+        known.mean().alias("stock_days_known"),
+        pl.col(DATE).filter(known).min().alias("first_known"),
+    ).collect().row(0, named=True)
+    return {**meta.get("statements", {}), **cov, "first_known": str(cov["first_known"])}
