@@ -1,6 +1,6 @@
 """Data layer: synthetic demo market, J-Quants build, validation, dense panel, splits.
 
-CLI: `python -m atft_core.data {demo,build,check}`; see docs/data.md.
+CLI: `python -m atft_core.data {demo,build,check,fetch}`; see docs/data.md.
 """
 
 from .build import BuildParams, build_dataset

@@ -85,7 +85,7 @@ def read_statements(path: str | Path) -> pl.DataFrame:
         df = df.with_columns(pl.col("TypeOfCurrentPeriod").cast(pl.String).str.strip_chars())
     if "DisclosureNumber" in df.columns:
         df = df.with_columns(pl.col("DisclosureNumber").cast(pl.String).str.strip_chars())
-    present = [c for c in VALUES + OPTIONAL if c in df.columns]
+    present = [c for c in dict.fromkeys(VALUES + OPTIONAL) if c in df.columns]
     df = df.select(pl.col("LocalCode").alias("Code"), "DisclosedDate", "DisclosedTime", *present)
     return df.filter(pl.any_horizontal(pl.col(c).is_not_null() for c in VALUES if c in df.columns))
 
