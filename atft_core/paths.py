@@ -114,3 +114,11 @@ def data_file(data_dir: Path | str, name: str, what: str = "output file") -> Pat
     if not name.endswith(DATASET_SUFFIX):
         raise UnsafePathError(f"{what} {name!r}: the dataset must be a {DATASET_SUFFIX} file")
     return resolve_within(Path(data_dir) / name, [data_dir], what)
+
+
+def data_folder(data_dir: Path | str, name: str, what: str = "folder") -> Path:
+    """The folder `data_dir/name` for a user-given folder name (a plain name, no '..'), inside it."""
+    name = str(name).strip()
+    if not name or Path(name).name != name or name.startswith("."):
+        raise UnsafePathError(f"{what} {name!r}: give a plain folder name such as jquants, without '/' or '..'")
+    return resolve_within(Path(data_dir) / name, [data_dir], what)

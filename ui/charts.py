@@ -111,5 +111,5 @@ def feature_weight_chart(weights: pl.DataFrame, uniform: float, title: str) -> a
 def coverage_chart(per_day: pl.DataFrame) -> alt.Chart:
     """Stocks per day of a dataset (frame: Date, n_stocks)."""
     return alt.Chart(per_day).mark_area(opacity=0.6).encode(
-        x=alt.X("Date:T", title=None), y=alt.Y("n_stocks:Q", title="stocks"),
+        x=alt.X("Date:T", title=None, axis=alt.Axis(format="%b %Y")), y=alt.Y("n_stocks:Q", title="stocks"),
     ).properties(height=160)

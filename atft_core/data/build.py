@@ -420,6 +420,8 @@ def _write_validated(df: pl.DataFrame, out: Path, meta: dict, params: BuildParam
         _write(df, tmp, meta)
         summary = validate_dataset(tmp, min_stocks_per_day=params.min_stocks_per_day)
         os.replace(tmp, out)
+    except DataError as exc:  # name the file the user asked for, not the temp file
+        raise DataError(str(exc).replace(str(tmp), str(out))) from None
     finally:
         tmp.unlink(missing_ok=True)
     summary.path = str(out)

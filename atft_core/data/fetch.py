@@ -85,6 +85,13 @@ class FetchSettings:
                 raise FetchError(f"{name} {value!r}: must be a finite number >= 0")
 
 
+def default_api_url() -> str:
+    """The API base URL the official client uses."""
+    from jquantsapi import ClientV2
+
+    return ClientV2.JQUANTS_API_BASE
+
+
 def market_days(start: dt.date, end: dt.date) -> list[dt.date]:
     """Weekdays from start to end (holidays are asked too; their parts are simply empty)."""
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
