@@ -6,20 +6,24 @@ it was trained with, never from whatever the current defaults are.
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from atft_core.run_files import write_bytes_atomic
+
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temp file beside `path`, then rename: a crash never leaves half a checkpoint."""
+    """Serialise in memory, then write atomically (temp file + rename): a crash or a full disk
+    never leaves half a checkpoint, and the previous one stays intact. torch's own file writer
+    reports a full disk as "unexpected pos 704 vs 598"; Python's write says ENOSPC and the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -12,7 +12,10 @@ this object and nothing else: no environment variables, no argv, no tunable lite
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import functools
 import json
+import math
 import re
 import types
 import typing
@@ -30,6 +33,9 @@ PHASE_NAMES = ("baseline", "adaptive_norm", "gat", "finetune")
 """Training phases in order: 0 no FAN / no GAT, 1 adds FAN, 2 adds GAT, 3 fine-tunes all."""
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+MAX_THREADS = 1024
+"""Upper bound of `runtime.num_threads`: far beyond any CPU, well below what exhausts memory
+(100,000 threads made the dataset reader fail with "malloc failed")."""
 
 
 class ConfigError(ValueError):
@@ -265,6 +271,7 @@ def field_docs(section_cls: type) -> dict[str, str]:
     return docs
 
 
+@functools.lru_cache(maxsize=None)
 def field_types(section_cls: type) -> dict[str, Any]:
     """Field name -> resolved type annotation of a config section."""
     return typing.get_type_hints(section_cls)
@@ -357,8 +364,41 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def _non_finite(cfg: RunConfig) -> list[str]:
+    """Every float field (and float list item) that is NaN or infinite, by name. JSON has no such
+    values and no setting means anything at infinity, so they are refused before any other rule."""
+    found = []
+    for section, cls in SECTIONS.items():
+        for name, hint in field_types(cls).items():
+            value = getattr(getattr(cfg, section), name)
+            items = value if typing.get_origin(hint) is tuple else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+                found.append(f"{section}.{name}: must be a finite number, got {_shown(value)}")
+    return found
+
+
+def _shown(value: Any) -> str:
+    return "[" + ", ".join(map(str, value)) + "]" if isinstance(value, tuple) else str(value)
+
+
+def _date_problem(name: str, value: str) -> str | None:
+    """Why `value` is not a usable ISO date for data.`name` (None when it is one, or empty)."""
+    if value == "":
+        return None
+    if not _ISO_DATE.match(value):
+        return f"data.{name}: expected YYYY-MM-DD, got {value!r}"
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError as exc:
+        return f"data.{name}: {value} is not a calendar date ({exc})"
+    return None
+
+
 def _problems(cfg: RunConfig) -> list[str]:  # noqa: C901 - a flat list of rules reads best
     d, m, lo, t, r = cfg.data, cfg.model, cfg.loss, cfg.train, cfg.runtime
+    non_finite = _non_finite(cfg)
+    if non_finite:  # the range rules below would only repeat these
+        return non_finite
     p: list[str] = []
 
     def need(ok: bool, message: str) -> None:
@@ -378,12 +418,14 @@ def _problems(cfg: RunConfig) -> list[str]:  # noqa: C901 - a flat list of rules
     need(len(set(d.horizons)) == len(d.horizons), "data.horizons: a horizon is listed twice")
     need(list(d.horizons) == sorted(d.horizons), "data.horizons: list them in increasing order")
     need(1 <= d.lookback <= 512, "data.lookback: must be between 1 and 512 days")
-    for name in ("start", "end", "train_end", "val_end"):
-        value = getattr(d, name)
-        need(value == "" or bool(_ISO_DATE.match(value)), f"data.{name}: expected YYYY-MM-DD, got {value!r}")
+    bad_dates = {name: why for name in ("start", "end", "train_end", "val_end")
+                 if (why := _date_problem(name, getattr(d, name)))}
+    p.extend(bad_dates.values())
     need(bool(d.train_end) == bool(d.val_end), "data.train_end and data.val_end: give both or neither")
-    if d.train_end and d.val_end and _ISO_DATE.match(d.train_end) and _ISO_DATE.match(d.val_end):
+    if d.train_end and d.val_end and not {"train_end", "val_end"} & bad_dates.keys():
         need(d.train_end < d.val_end, "data.train_end must be before data.val_end")
+    if d.start and d.end and not {"start", "end"} & bad_dates.keys():
+        need(d.start <= d.end, f"data.start={d.start} is after data.end={d.end}")
     need(0.0 < d.train_fraction < 1.0, "data.train_fraction: must be in (0, 1)")
     need(0.0 < d.val_fraction < 1.0, "data.val_fraction: must be in (0, 1)")
     need(d.train_fraction + d.val_fraction < 1.0, "data.train_fraction + data.val_fraction must leave room for a test segment")
@@ -465,7 +507,8 @@ def _problems(cfg: RunConfig) -> list[str]:  # noqa: C901 - a flat list of rules
     need(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", r.device)), f"runtime.device: 'auto', 'cpu', 'cuda' or 'cuda:N', got {r.device!r}")
     need(r.precision in ("auto", "fp32", "bf16", "fp16"), f"runtime.precision: 'auto', 'fp32', 'bf16' or 'fp16', got {r.precision!r}")
     need(not (r.precision == "fp16" and r.device == "cpu"), "runtime.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    need(r.num_threads >= 0, "runtime.num_threads: must be >= 0 (0 = auto)")
+    need(0 <= r.num_threads <= MAX_THREADS, f"runtime.num_threads: must be between 0 (auto) and {MAX_THREADS}, "
+                                            f"got {r.num_threads}")
     need(r.heartbeat_seconds > 0, "runtime.heartbeat_seconds: must be > 0")
     return p
 

@@ -13,6 +13,7 @@ skip.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -85,15 +86,32 @@ def finite_or_none(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then rename over `path`."""
+def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
+    """Write `data` to a temp file in the same folder, fsync, then rename over `path`.
+
+    On any failure the temp file is removed and `path` keeps what it held before; an OSError
+    names `path` (a failed ``write`` alone does not say which file it was).
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh, indent=2, allow_nan=False, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON atomically (`write_bytes_atomic`). The text is made first, so a value JSON
+    cannot hold (NaN, infinity) raises ValueError before any file is touched."""
+    write_bytes_atomic(path, json.dumps(payload, indent=2, allow_nan=False, default=str).encode())
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

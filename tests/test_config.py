@@ -42,6 +42,14 @@ def test_every_field_has_a_docstring():
     ({"loss": {"neutralize": ["beta_60"]}}, "loss.neutralize: names must start with 'feat_'"),
     ({"loss": {"neutralize": ["feat_vol_20", "feat_vol_20"]}}, "loss.neutralize: a feature is listed twice"),
     ({"loss": {"neutralize": ["feat_vol_20"]}, "model": {"kind": "ridge"}}, "model.kind='ridge' would ignore it"),
+    ({"train": {"lr": "inf"}}, "train.lr: must be a finite number, got inf"),
+    ({"train": {"lr": float("nan")}}, "train.lr: must be a finite number, got nan"),
+    ({"loss": {"huber_delta": float("inf")}}, "loss.huber_delta: must be a finite number"),
+    ({"runtime": {"heartbeat_seconds": "Infinity"}}, "runtime.heartbeat_seconds: must be a finite number"),
+    ({"model": {"quantiles": [0.1, "inf"]}}, "model.quantiles: must be a finite number, got [0.1, inf]"),
+    ({"data": {"start": "2016-02-30"}}, "data.start: 2016-02-30 is not a calendar date"),
+    ({"data": {"start": "2016-06-01", "end": "2016-01-31"}}, "data.start=2016-06-01 is after data.end=2016-01-31"),
+    ({"runtime": {"num_threads": 100000}}, "runtime.num_threads: must be between 0 (auto) and 1024, got 100000"),
 ])
 def test_bad_values_fail_with_a_message_naming_the_field(values, message):
     with pytest.raises(ConfigError) as err:
@@ -109,3 +117,27 @@ def test_cli_rejects_unknown_setting():
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert "unknown setting 'model.hiden_size'" in out.stderr
+
+
+def test_every_float_field_refuses_non_finite_values():
+    """Not only the fields someone thought of: each float (and float list) field, by name."""
+    import typing
+
+    from atft_core.config import field_types
+
+    for section, cls in SECTIONS.items():
+        for name, hint in field_types(cls).items():
+            item = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
+            if item is not float:
+                continue
+            for bad in (float("inf"), float("-inf"), float("nan")):
+                value = [bad] if item is not hint else bad
+                with pytest.raises(ConfigError, match=rf"^{section}\.{name}: must be a finite number"):
+                    RunConfig.from_dict({section: {name: value}})
+
+
+def test_json_infinity_in_a_config_file_is_refused(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"train": {"lr": Infinity}}')   # Python's json reads it; JSON proper has no such value
+    with pytest.raises(ConfigError, match="train.lr: must be a finite number"):
+        build_config(path)

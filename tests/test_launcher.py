@@ -113,6 +113,15 @@ def test_invalid_config_or_failed_preflight_leaves_nothing(tmp_path: Path) -> No
     assert list(runs_dir.iterdir()) == []
 
 
+def test_a_launch_that_fails_while_writing_leaves_no_folder(dataset: Path, tmp_path: Path) -> None:
+    """The requested config is the user's raw dict: a value JSON cannot hold (Infinity from a JSON
+    file) used to crash the write of run.json and leave a folder holding only its temp file."""
+    runs_dir = tmp_path / "runs"
+    with pytest.raises(launch.LaunchError, match="could not start the trainer"):
+        launch.launch_run(tiny(dataset, "1,0,0,0"), runs_dir, force=True, requested={"train": {"lr": float("inf")}})
+    assert list(runs_dir.iterdir()) == []
+
+
 def test_trainer_environment() -> None:
     env = launch._trainer_env()
     assert env["MALLOC_MMAP_THRESHOLD_"] == env["MALLOC_TRIM_THRESHOLD_"] == "1000000000"

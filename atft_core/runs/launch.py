@@ -156,17 +156,29 @@ def launch_run(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, name: st
         extra += ["--after", str(run_path(runs_dir, group["after"]))]
     if group.get("ensemble_of"):
         extra += ["--ensemble-of", ",".join(group["ensemble_of"])]
+    started: dict[str, Any] = {}
     try:
         write_json_atomic(files.root / LAUNCH_CONFIG, cfg.to_dict())
         write_json_atomic(files.run_info, {"id": run_id, "name": name, "tags": tags, "note": "",
                                            "created": time.time(), "requested": requested or cfg.to_dict(),
                                            **({"group": group["id"], "group_name": group["name"]} if group else {})})
         update_status(files, state="queued", epoch=0, epochs_planned=sum(cfg.train.phase_epochs))
-        _record_launch(files, _start_trainer(files, files.root / LAUNCH_CONFIG, resume=False, extra=extra))
-    except OSError as exc:
-        shutil.rmtree(files.root, ignore_errors=True)
-        raise LaunchError(f"could not start the trainer for {run_id}: {exc}") from exc
+        started = _start_trainer(files, files.root / LAUNCH_CONFIG, resume=False, extra=extra)
+        _record_launch(files, started)
+    except BaseException as exc:  # whatever failed (full disk, a value JSON cannot hold, Ctrl-C): no orphan folder
+        _undo_launch(files, started.get("pid"))
+        if isinstance(exc, Exception):
+            raise LaunchError(f"could not start the trainer for {run_id}: {exc}") from exc
+        raise
     return run_id
+
+
+def _undo_launch(files: RunFiles, pid: int | None) -> None:
+    """Kill a trainer that was started for a launch that then failed, and remove its folder."""
+    if pid is not None:
+        _signal_group(pid, signal.SIGKILL)
+        _wait_gone(pid, KILL_WAIT_SECONDS)
+    shutil.rmtree(files.root, ignore_errors=True)
 
 
 def _make_run_dir(runs_dir: Path, name: str) -> tuple[str, RunFiles]:
