@@ -123,6 +123,7 @@ def bootstrap_interval(
     return Interval(value, value - half, value + half, len(x), block)
 
 
+@functools.lru_cache(maxsize=64)
 def t_quantile(p: float, df: int) -> float:
     """Quantile of Student's t with df degrees of freedom."""
     return float(student_t.ppf(p, df))

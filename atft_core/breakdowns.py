@@ -133,11 +133,13 @@ def by_sector(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, sectors: n
     valid = np.asarray(mask, dtype=bool) & np.isfinite(pred) & np.isfinite(target)
     costed = np.isfinite(traded).all(axis=1) & valid.any(axis=1)
     earned = np.where(valid, weights * np.where(valid, target, 0.0), 0.0)
+    names = sorted(set(labels))
+    group = np.searchsorted(np.asarray(names, dtype=object), labels)
+    by_group = metrics.daily_rank_ic_by_group(pred, target, mask, group)
     rows = []
-    for label in sorted(set(labels)):
-        cols = labels == label
-        daily = metrics.daily_rank_ic(pred[:, cols], target[:, cols], mask[:, cols])
-        ric = bootstrap.mean_interval(daily, horizon)
+    for g, label in enumerate(names):
+        cols = group == g
+        ric = bootstrap.mean_interval(by_group[g], horizon)
         w = weights[:, cols]
         base = {"sector": label, "name": sector_name(None if label == UNKNOWN_SECTOR else label),
                 "stocks": float(valid[:, cols].sum(axis=1).mean()) if len(valid) else 0.0,

@@ -118,6 +118,32 @@ def daily_rank_ic(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.
     return _rowwise_pearson(rp, rt, valid)
 
 
+def daily_rank_ic_by_group(pred: np.ndarray, target: np.ndarray, mask: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Spearman RankIC per date within each group of stocks (e.g. sectors): stocks are ranked
+    against the other stocks of their group only. groups: [N] ints 0..G-1.
+    Shapes: [D, N] x3, [N] -> [G, D] (NaN where a group has fewer than two valid stocks).
+    """
+    p, t, valid = _prepare(pred, target, mask)
+    groups = np.asarray(groups, dtype=np.int64)
+    if groups.shape != (p.shape[1],) or (len(groups) and groups.min() < 0):
+        raise ValueError(f"daily_rank_ic_by_group: groups must be [N={p.shape[1]}] ints >= 0, got shape {groups.shape}")
+    n_groups = int(groups.max()) + 1 if len(groups) else 0
+    # Rank once over all stocks with each group's values moved into a range of its own: a stock's
+    # rank within its group is then its overall rank minus the valid stocks of lower groups.
+    below = np.cumsum(np.stack([(valid & (groups == g)).sum(axis=1) for g in range(n_groups)], axis=1), axis=1)
+    below = np.concatenate([np.zeros((p.shape[0], 1)), below[:, :-1]], axis=1) if n_groups else below
+    offset = np.asarray(groups, dtype=np.float64) * (p.shape[1] + 1)
+    ranks = []
+    for x in (p, t):
+        within = rankdata(x, axis=1, nan_policy="omit") + offset  # NaN stays NaN
+        ranks.append(rankdata(within, axis=1, nan_policy="omit") - below[:, groups])
+    out = np.full((n_groups, p.shape[0]), np.nan)
+    for g in range(n_groups):
+        cols = groups == g
+        out[g] = _rowwise_pearson(ranks[0][:, cols], ranks[1][:, cols], valid[:, cols])
+    return out
+
+
 def _ordered_targets(p_row: np.ndarray, t_row: np.ndarray, valid_row: np.ndarray) -> np.ndarray:
     """Targets of one date's valid stocks ordered from the highest prediction to the lowest."""
     p, t = p_row[valid_row], t_row[valid_row]

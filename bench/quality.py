@@ -3,6 +3,7 @@
     python bench/quality.py                          # the whole report (~46 min on 2 CPU cores)
     python bench/quality.py --only default-s0,base-ridge   # train / refresh some rows only
     python bench/quality.py --report-only            # rebuild markdown + plots from the runs
+    python bench/quality.py --report-only --costs 0,5,10,20,30   # other cost levels, no retraining
     python bench/quality.py --from-results           # ... from docs/quality/results.json alone
     python bench/quality.py --smoke --runs-dir /tmp/q --out /tmp/q/report   # synthetic, ~30 s
     python bench/quality.py --list                   # the rows and their settings
@@ -50,7 +51,7 @@ sys.path[:0] = [str(REPO_ROOT), str(Path(__file__).resolve().parent)]  # atft_co
 
 import quality_report as report  # noqa: E402
 from machine import cpu_model  # noqa: E402
-from atft_core import metrics  # noqa: E402
+from atft_core import bootstrap, costs, evaluation, metrics  # noqa: E402
 from atft_core.config import MODEL_KINDS, LossConfig, RunConfig  # noqa: E402
 from atft_core.data.build import BuildParams, build_dataset, fingerprint  # noqa: E402
 from atft_core.data.demo import make_demo  # noqa: E402
@@ -153,6 +154,8 @@ class Settings:
     """runtime.num_threads of every row, if given (else the profile's)."""
     command: str
     """This invocation, as typed (recorded with every row it trains)."""
+    cost_bps: tuple[float, ...] = costs.DEFAULT_COST_BPS
+    """Trading-cost levels (bp per side) of the after-costs columns (a report setting: no retraining)."""
 
 
 @dataclass(frozen=True)
@@ -435,24 +438,47 @@ def _clean_summary(summary: dict) -> dict:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in summary.items()}
 
 
-def run_numbers(run_dir: Path) -> dict[str, Any]:
+def run_numbers(run_dir: Path, cost_bps: tuple[float, ...] = costs.DEFAULT_COST_BPS) -> dict[str, Any]:
     """Per-date metrics of a finished run from its predictions.parquet (val and test, 1d and 5d)."""
-    return frame_numbers(load_predictions(RunFiles(run_dir).predictions))
+    return frame_numbers(load_predictions(RunFiles(run_dir).predictions), cost_bps)
 
 
-def frame_numbers(frame: pl.DataFrame) -> dict[str, Any]:
-    """Per-date metrics of a predictions frame (Date, Code, split, pred_<h>d, target_<h>d)."""
-    out: dict[str, Any] = {"summary": {}, "daily": {}, "deciles": {}}
+def _cost_numbers(book: evaluation.Book, horizon: int, cost_bps: tuple[float, ...]) -> dict[str, Any]:
+    """Turnover, holding period, break-even and the net Sharpe (with its interval) per cost level."""
+    c = costs.book_costs(book.gross, book.turnover, horizon, cost_bps)
+    return {"days": c.days, "turnover": _round(c.turnover), "turnover_per_day": _round(c.turnover_per_day),
+            "holding_days": _round(c.holding_days), "break_even_bps": _round(c.break_even_bps),
+            "levels": [{"cost_bps": lv.cost_bps, "mean_daily": _round(lv.mean_daily),
+                        "sharpe": _interval(lv.sharpe)} for lv in c.levels]}
+
+
+def _interval(iv: bootstrap.Interval) -> dict[str, Any]:
+    return {k: (_round(v) if isinstance(v, float) else v) for k, v in iv.to_dict().items()}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
+def frame_numbers(frame: pl.DataFrame, cost_bps: tuple[float, ...] = costs.DEFAULT_COST_BPS) -> dict[str, Any]:
+    """Per-date metrics of a predictions frame (Date, Code, split, pred_<h>d, target_<h>d): the
+    summary, the intervals of mean RankIC and long-short Sharpe, the decile book after costs and,
+    for the test split, the daily series (RankIC, book return, turnover) and the deciles."""
+    out: dict[str, Any] = {"summary": {}, "intervals": {}, "costs": {}, "daily": {}, "deciles": {}}
     for h in (h for h in REPORT_HORIZONS if h in horizons_in(frame)):
         key = str(h)
-        out["summary"][key] = {}
+        for part in ("summary", "intervals", "costs"):
+            out[part][key] = {}
         for split in ("val", "test"):
             dates, pred, target, mask = to_arrays(frame, split, h)
+            book = evaluation.make_book(dates, pred, target, mask, h)
             out["summary"][key][split] = _clean_summary(metrics.summarize(pred, target, mask))
+            out["intervals"][key][split] = {"rank_ic": _interval(bootstrap.mean_interval(book.rank_ic, h)),
+                                            "ls_sharpe": _interval(bootstrap.sharpe_interval(book.gross, h))}
+            out["costs"][key][split] = _cost_numbers(book, h, cost_bps)
             if split == "test":
-                out["daily"][key] = {"dates": [str(d) for d in dates],
-                                     "rank_ic": _clean(metrics.daily_rank_ic(pred, target, mask)),
-                                     "long_short": _clean(metrics.long_short_returns(pred, target, mask))}
+                out["daily"][key] = {"dates": [str(d) for d in dates], "rank_ic": _clean(book.rank_ic),
+                                     "long_short": _clean(book.gross), "turnover": _clean(book.turnover)}
                 out["deciles"][key] = _clean(metrics.decile_returns(pred, target, mask))
     return out
 
@@ -474,7 +500,7 @@ def run_times(run_dir: Path) -> tuple[float | None, float | None]:
     return train, (ended - started if started and ended else None)
 
 
-def collect_row(row: Row, run_dir: Path) -> dict[str, Any]:
+def collect_row(row: Row, run_dir: Path, cost_bps: tuple[float, ...] = costs.DEFAULT_COST_BPS) -> dict[str, Any]:
     """The report record of a finished row (see quality_report's module docstring)."""
     train, run = run_times(run_dir)
     saved = read_json(RunFiles(run_dir).config) or {}
@@ -483,11 +509,12 @@ def collect_row(row: Row, run_dir: Path) -> dict[str, Any]:
               "state": (read_json(RunFiles(run_dir).status) or {}).get("state"),
               "train_seconds": train, "run_seconds": run, "resolved": _resolved_facts(saved),
               "command": _read_text(run_dir / COMMAND_FILE)}
-    record.update(run_numbers(run_dir))
+    record.update(run_numbers(run_dir, cost_bps))
     return record
 
 
-def ensemble_record(seeds: list[dict], runs_dir: Path) -> dict[str, Any]:
+def ensemble_record(seeds: list[dict], runs_dir: Path,
+                    cost_bps: tuple[float, ...] = costs.DEFAULT_COST_BPS) -> dict[str, Any]:
     """A report row for the seed ensemble of the default config: per date, split and horizon the
     mean of the seeds' z-scored predictions (no training; the seeds' own runs, combined)."""
     frames = [load_predictions(RunFiles(runs_dir / r["name"]).predictions) for r in seeds]
@@ -498,17 +525,18 @@ def ensemble_record(seeds: list[dict], runs_dir: Path) -> dict[str, Any]:
               "overrides": {}, "state": "completed", "resolved": first["resolved"], "command": None,
               "train_seconds": sum(r["train_seconds"] or 0.0 for r in seeds),
               "run_seconds": sum(r["run_seconds"] or 0.0 for r in seeds)}
-    record.update(frame_numbers(mean))
+    record.update(frame_numbers(mean, cost_bps))
     return record
 
 
-def _with_ensemble(records: list[dict], runs_dir: Path) -> list[dict]:
+def _with_ensemble(records: list[dict], runs_dir: Path,
+                   cost_bps: tuple[float, ...] = costs.DEFAULT_COST_BPS) -> list[dict]:
     """`records` with the default seeds' ensemble row after the last seed (two seeds or more)."""
     seeds = [r for r in records if r["group"] == "default" and r["lag"] == 0]
     if len(seeds) < 2:
         return records
     at = records.index(seeds[-1]) + 1
-    return records[:at] + [ensemble_record(seeds, runs_dir)] + records[at:]
+    return records[:at] + [ensemble_record(seeds, runs_dir, cost_bps)] + records[at:]
 
 
 def _read_text(path: Path) -> str | None:
@@ -566,6 +594,10 @@ def headroom(dataset: Path, base_run: Path, axis: list[str], horizon: int = 1) -
     return out + [entry(n, 1 if v >= 0 else -1, "validation", v, t, d)]
 
 
+DAILY_SERIES = ("rank_ic", "long_short", "turnover")
+"""Daily test series of a row, aligned on the report's date axis."""
+
+
 def align_daily(records: list[dict]) -> list[str]:
     """Put every row's daily test series on one shared date axis (in place); returns the axis."""
     axis = sorted({d for r in records for series in r["daily"].values() for d in series["dates"]})
@@ -573,7 +605,7 @@ def align_daily(records: list[dict]) -> list[str]:
     for r in records:
         for series in r["daily"].values():
             dates = series.pop("dates")
-            for name in ("rank_ic", "long_short"):
+            for name in [n for n in DAILY_SERIES if n in series]:
                 aligned = [None] * len(axis)
                 for d, v in zip(dates, series[name]):
                     aligned[position[d]] = v
@@ -668,18 +700,18 @@ def collect(s: Settings, clock: Clock, load_before: tuple, reused: list[str]) ->
         run_dir = s.runs_dir / row.name
         state = (read_json(RunFiles(run_dir).status) or {}).get("state")
         if state in FINAL_STATES_OK and RunFiles(run_dir).predictions.is_file():
-            records.append(collect_row(row, run_dir))
+            records.append(collect_row(row, run_dir, s.cost_bps))
         else:
             missing.append(f"{row.name}: {state or 'not run'}")
     clock.say(f"collected {len(records)} rows ({len(missing)} without results)")
-    records = _with_ensemble(records, s.runs_dir)
+    records = _with_ensemble(records, s.runs_dir, s.cost_bps)
     axis = align_daily(records)
     base = report.best_baseline(records)
     room = headroom(s.dataset, s.runs_dir / base["name"], axis) if base else []
     return {"generated": dt.datetime.now().isoformat(timespec="seconds"),
             "command": s.command, "machine": machine_facts(load_before),
             "protocol": protocol_facts(s, records),
-            "settings": {"profile": s.profile, "cuts": cuts_text(records, s.profile),
+            "settings": {"profile": s.profile, "cuts": cuts_text(records, s.profile), "cost_bps": list(s.cost_bps),
                          "stale_defaults": stale_defaults(s.runs_dir / "default-s0", PROFILES[s.profile])},
             "commands": sorted({r["command"] for r in records if r.get("command")}),
             "rows_run_seconds": sum(r["run_seconds"] or 0.0 for r in records),
@@ -734,7 +766,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--jobs", type=int, default=None,
                     help=f"rows trained at the same time ({PROFILES['real'].jobs}: one per core; more on a GPU machine)")
     ap.add_argument("--threads", type=int, default=None, help="runtime.num_threads of every row (1)")
+    ap.add_argument("--costs", default=",".join(f"{c:g}" for c in costs.DEFAULT_COST_BPS),
+                    help="trading-cost levels in bp per side for the after-costs tables (default 0,5,10,20); "
+                         "changing them needs no retraining (--report-only)")
     return ap.parse_args(argv)
+
+
+def _cost_levels(text: str) -> tuple[float, ...]:
+    try:
+        return costs.parse_cost_bps(text)
+    except costs.CostLevelsError as exc:
+        raise SystemExit(f"--{exc}") from None
 
 
 def make_settings(args: argparse.Namespace, argv: list[str]) -> tuple[Settings, Profile]:
@@ -753,7 +795,7 @@ def make_settings(args: argparse.Namespace, argv: list[str]) -> tuple[Settings, 
                         device=args.device, poll_seconds=p.poll_seconds,
                         only=tuple(x.strip() for x in args.only.split(",") if x.strip()),
                         jobs=max(1, args.jobs or p.jobs), threads=args.threads,
-                        command="python bench/quality.py " + shlex.join(argv))
+                        command="python bench/quality.py " + shlex.join(argv), cost_bps=_cost_levels(args.costs))
     return settings, p
 
 

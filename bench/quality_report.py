@@ -3,9 +3,13 @@
 Input is the `results` dict that quality.py collects from the run folders and saves as
 docs/quality/results.json: protocol facts, settings, machine, the shared test-date axis and one
 record per row. A row record has ``name, group, label, kind, seed, lag, state, train_seconds,
-run_seconds``, ``summary[h][split]`` (atft_core.metrics.summarize of the run's predictions) and,
-for the test split, ``daily[h]`` = {``rank_ic``, ``long_short``} aligned with
-``results["test_dates"]`` (None where a row has no value) and ``deciles[h]``.
+run_seconds``, ``summary[h][split]`` (atft_core.metrics.summarize of the run's predictions),
+``intervals[h][split]`` = {``rank_ic``, ``ls_sharpe``: bootstrap.Interval.to_dict()},
+``costs[h][split]`` = {``turnover``, ``turnover_per_day``, ``holding_days``, ``break_even_bps``,
+``days``, ``levels``: [{``cost_bps``, ``mean_daily``, ``sharpe``}]} at ``settings["cost_bps"]``
+and, for the test split, ``daily[h]`` = {``rank_ic``, ``long_short``, ``turnover``} aligned with
+``results["test_dates"]`` (None where a row has no value) and ``deciles[h]``. Records collected
+before intervals and costs existed render with "n/a" in those places.
 
 Everything here is a pure function of that dict (no training, no file reading), so the markdown
 and the plots can be regenerated from results.json alone.
@@ -18,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from atft_core import bootstrap, costs
 from atft_core.metrics import paired_t  # noqa: F401  (part of this module's API: the report's t)
 
 DEEP_KIND = "atft_gat_fan"
@@ -34,6 +39,8 @@ VERDICT_HORIZON = "1"
 TABLE_METRICS = (("ic", "IC", 4), ("rank_ic", "RankIC", 4), ("rank_icir", "RankICIR", 3),
                  ("ls_sharpe", "LS Sharpe", 2), ("jpx_sharpe", "JPX Sharpe", 3))
 """(summary key, column title, decimals) for each split's block of columns."""
+INTERVAL_METRICS = ("rank_ic", "ls_sharpe")
+"""Columns shown with their 95% block-bootstrap interval, [low, high] after the value."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,6 +122,132 @@ def verdict(rows: list[dict]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# After trading costs
+
+
+def cost_levels(results: dict[str, Any]) -> tuple[float, ...]:
+    """The report's cost levels (bp per side), as collected."""
+    return tuple((results.get("settings") or {}).get("cost_bps") or costs.DEFAULT_COST_BPS)
+
+
+def book(row: dict, split: str, horizon: str) -> dict:
+    """A row's decile book after costs (turnover, holding, break-even, levels); {} if not recorded."""
+    return row.get("costs", {}).get(horizon, {}).get(split) or {}
+
+
+def level(row: dict, split: str, horizon: str, cost: float) -> dict:
+    """A row's net book at one cost level ({} if not recorded)."""
+    return next((lv for lv in book(row, split, horizon).get("levels", []) if lv["cost_bps"] == cost), {})
+
+
+def net_daily(row: dict, horizon: str, cost: float) -> np.ndarray:
+    """A row's daily test net h-day book return at `cost` bp per side (NaN where unknown)."""
+    series = row.get("daily", {}).get(horizon, {})
+    gross, tau = (np.array([np.nan if v is None else v for v in series.get(k, [])], dtype=float)
+                  for k in ("long_short", "turnover"))
+    if not len(tau):
+        return np.full(len(gross), np.nan)
+    return costs.net_returns(gross, tau, cost)
+
+
+def mean_net_daily(rows: list[dict], horizon: str, cost: float) -> np.ndarray:
+    """Per-date mean of the rows' daily net returns (NaN where any row lacks the date)."""
+    arrays = [net_daily(r, horizon, cost) for r in rows]
+    return np.mean(np.stack(arrays), axis=0) if arrays else np.array([])
+
+
+def after_costs(rows: list[dict], horizon: str, lag: int, levels: tuple[float, ...]) -> list[dict[str, Any]]:
+    """The default model (mean of its seeds' daily net returns) against the best baseline on the
+    test days both have, at each cost: net Sharpe of each, the daily difference's 95% interval
+    (bp per day) and who wins (only when the interval excludes 0). [] without both sides."""
+    seeds, base = default_rows(rows, lag), best_baseline(rows, lag)
+    if not seeds or base is None:
+        return []
+    h = int(horizon)
+    out = []
+    for cost in levels:
+        model, ref = mean_net_daily(seeds, horizon, cost), net_daily(base, horizon, cost)
+        if len(model) != len(ref):
+            return []
+        both = np.isfinite(model) & np.isfinite(ref)
+        if both.sum() < bootstrap.MIN_DAYS:  # rows collected before turnover was recorded
+            return []
+        diff = bootstrap.mean_interval((model[both] - ref[both]) / h / costs.BPS, h)
+        winner = ("the default model" if diff.low is not None and diff.low > 0 else
+                  f"`{base['name']}`" if diff.high is not None and diff.high < 0 else None)
+        leader = "the default model" if (diff.value or 0) > 0 else f"`{base['name']}`"
+        out.append({"cost_bps": cost, "days": int(both.sum()), "model_sharpe": bootstrap.sharpe_value(model[both], h),
+                    "baseline_sharpe": bootstrap.sharpe_value(ref[both], h), "difference": diff,
+                    "winner": winner, "leader": leader, "baseline": base["name"]})
+    return out
+
+
+def _best_net_row(rows: list[dict], horizon: str, lag: int, cost: float) -> tuple[str, float] | None:
+    scored = [(r["label"], level(r, "test", horizon, cost).get("sharpe", {}).get("value")) for r in rows
+              if r["lag"] == lag]
+    scored = [(label, v) for label, v in scored if v is not None]
+    return max(scored, key=lambda x: x[1]) if scored else None
+
+
+def after_costs_lines(results: dict[str, Any]) -> list[str]:
+    """Who wins after costs, per reported horizon (test year, execution lag 0), in words and a table."""
+    rows, levels = results["rows"], cost_levels(results)
+    lines = []
+    for horizon in ("1", "5"):
+        found = after_costs(rows, horizon, 0, levels)
+        if not found:
+            continue
+        base = found[0]["baseline"]
+        lines += [f"**After trading costs, {horizon}-day horizon** (test year, lag 0; the default model = the mean "
+                  f"of its seeds' daily net returns, against the best baseline `{base}`, on the "
+                  f"{found[0]['days']} test days both have a turnover):", "",
+                  "| cost per side | default net Sharpe | baseline net Sharpe | difference, bp/day [95% interval] "
+                  "| wins | highest net Sharpe of any row |", "|---|---|---|---|---|---|"]
+        for f in found:
+            d = f["difference"]
+            best = _best_net_row(rows, horizon, 0, f["cost_bps"])
+            wins = f["winner"] or f"undecided (ahead: {f['leader']}; the interval includes 0)"
+            lines.append(f"| {costs.format_bps(f['cost_bps'])} | {_fmt(f['model_sharpe'], 2)} | "
+                         f"{_fmt(f['baseline_sharpe'], 2)} | {d.text(2)} | {wins} | "
+                         + ("n/a" if best is None else f"{best[0]} ({best[1]:.2f})") + " |")
+        lines += ["", _after_costs_sentence(found, horizon), ""]
+    return lines
+
+
+def _after_costs_sentence(found: list[dict], horizon: str) -> str:
+    settled = [f for f in found if f["winner"]]
+    if not settled:
+        return (f"Which wins after costs ({horizon}-day): neither, at any of these costs: every interval of the "
+                "difference includes 0.")
+    parts = [f"{f['winner']} at {costs.format_bps(f['cost_bps'])}" for f in settled]
+    return f"Which wins after costs ({horizon}-day): " + "; ".join(parts) + (
+        "; undecided at the other levels." if len(settled) < len(found) else ".")
+
+
+def cost_table(rows: list[dict], horizon: str, lag: int, levels: tuple[float, ...]) -> list[str]:
+    """Markdown lines: every row's decile book after costs (turnover, holding, break-even, net
+    Sharpe with its interval at each cost level) on the test year; [] without cost records."""
+    subset = [r for r in rows if r["lag"] == lag and book(r, "test", horizon)]
+    if not subset:
+        return []
+    header = (["row", "test turnover/day", "holding (days)", "break-even valid (bp/side)", "break-even test (bp/side)"]
+              + [f"test net Sharpe at {costs.format_bps(c)}" for c in levels])
+    lines = [f"After trading costs ({horizon}-day books, lag {lag}):", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in subset:
+        test, val = book(r, "test", horizon), book(r, "val", horizon)
+        tau = test.get("turnover_per_day")
+        cells = ["n/a" if tau is None else f"{100 * tau:.1f}%", _fmt(test.get("holding_days"), 1),
+                 _fmt(val.get("break_even_bps"), 1), _fmt(test.get("break_even_bps"), 1)]
+        for c in levels:
+            sharpe = level(r, "test", horizon, c).get("sharpe") or {}
+            cells.append(bootstrap.Interval(sharpe.get("value"), sharpe.get("low"), sharpe.get("high"),
+                                            sharpe.get("days", 0), sharpe.get("block", 0)).text(2))
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
 # Markdown
 
 
@@ -122,15 +255,43 @@ def _fmt(value: float | None, decimals: int) -> str:
     return "n/a" if value is None else f"{value:.{decimals}f}"
 
 
+def interval(row: dict, split: str, key: str, horizon: str = VERDICT_HORIZON) -> dict:
+    """A row's bootstrap interval of ``rank_ic`` or ``ls_sharpe`` ({} when not recorded)."""
+    return row.get("intervals", {}).get(horizon, {}).get(split, {}).get(key) or {}
+
+
+def table_value(row: dict, split: str, key: str, horizon: str) -> float | None:
+    """The value a table cell shows: the long-short Sharpe of h-day books (sqrt(252 / h)) from
+    the interval record; other metrics from the summary. Rows collected before intervals existed
+    show the logged 1-day Sharpe (the same definition) and no multi-day one."""
+    if key in INTERVAL_METRICS:
+        found = interval(row, split, key, horizon)
+        if found:
+            return found.get("value")
+        if key == "ls_sharpe" and horizon != "1":
+            return None
+    return metric(row, split, key, horizon)
+
+
+def _cell(row: dict, split: str, key: str, horizon: str, decimals: int) -> str:
+    text = _fmt(table_value(row, split, key, horizon), decimals)
+    found = interval(row, split, key, horizon) if key in INTERVAL_METRICS else {}
+    if found.get("low") is None or found.get("high") is None:
+        return text
+    return f"{text} [{found['low']:.{decimals}f}, {found['high']:.{decimals}f}]"
+
+
 def _cells(row: dict, horizon: str) -> list[str]:
-    return [_fmt(metric(row, split, key, horizon), d) for split in ("val", "test") for key, _, d in TABLE_METRICS]
+    return [_cell(row, split, key, horizon, d) for split in ("val", "test") for key, _, d in TABLE_METRICS]
 
 
 def _seed_cells(seeds: list[dict], horizon: str) -> list[str]:
     cells = []
     for split in ("val", "test"):
         for key, _, d in TABLE_METRICS:
-            mean, std = seed_stats(seeds, split, key, horizon)
+            values = [v for v in (table_value(r, split, key, horizon) for r in seeds) if v is not None]
+            mean = float(np.mean(values)) if values else None
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else None
             cells.append(_fmt(mean, d) + ("" if std is None else f" ± {_fmt(std, d)}"))
     return cells
 
@@ -230,8 +391,18 @@ def _protocol_lines(results: dict[str, Any]) -> list[str]:
         f"segments. Segments as trained: {p['segments']}",
         f"- Horizons trained: {p['horizons']}; reported: 1-day and 5-day. Every metric is computed per "
         "date over that date's stocks (`atft_core.metrics`), then averaged over dates; RankICIR = mean / "
-        "std of the daily RankIC; long-short = top minus bottom decile, Sharpe annualised with sqrt(252); "
-        "JPX spread Sharpe as the JPX 2022 competition scored it (not annualised).",
+        "std of the daily RankIC; long-short = top minus bottom decile, held h days (the h-day target), "
+        "Sharpe annualised with sqrt(252 / h) (the 5-day column is sqrt(5) smaller than the trainer's "
+        "logged `ls_sharpe_5d`, which uses sqrt(252) for every horizon); JPX spread Sharpe as the JPX 2022 "
+        "competition scored it (not annualised).",
+        "- [low, high] after RankIC and LS Sharpe: 95% interval from a circular block bootstrap over days "
+        "(blocks of max(10, 2h) days, 2,000 resamples, seed 0; `atft_core.bootstrap`). The default row's "
+        "± is the spread over seeds.",
+        "- After costs (`atft_core.costs`): the decile book pays the cost on each buy and each sell; "
+        "turnover = share of the book's positions replaced per rebalance, per day = / h; holding period "
+        "= h / turnover; net h-day return = return - 4 x turnover x cost; break-even = the cost per side at "
+        "which the mean net return (and Sharpe) is 0. The first h days of a split have no earlier book and "
+        "are left out of the cost figures.",
         "- Best baseline: the baseline row with the highest *validation* RankIC (1d), separately for "
         "execution lag 0 and 1; the test year never enters any choice.",
         "- t vs best: paired t-statistic over the test dates both rows have, of (row's daily RankIC - best "
@@ -271,7 +442,7 @@ def render_markdown(results: dict[str, Any], plot_dir: str) -> str:
     lines = ["# Quality report: does ATFT-GAT-FAN beat simple baselines?", "",
              "Regenerate with `python bench/quality.py` (see `--help` for the cuts; "
              "`--report-only` rebuilds this page from the runs, `--from-results` from results.json).", "",
-             "## Verdict", "", *verdict_lines(v), ""]
+             "## Verdict", "", *verdict_lines(v), "", *after_costs_lines(results)]
     lines += _protocol_lines(results) + _settings_lines(results)
     for horizon in ("1", "5"):
         for lag in (0, 1):
@@ -282,6 +453,7 @@ def render_markdown(results: dict[str, Any], plot_dir: str) -> str:
             lines += [f"## {horizon}-day horizon, execution lag {lag}", "",
                       f"Best baseline (validation RankIC 1d): `{base['name'] if base else 'n/a'}`.", ""]
             lines += table(rows, horizon, lag) + [""]
+            lines += cost_table(rows, horizon, lag, cost_levels(results)) + [""]
     lines += headroom_lines(results)
     missing = results.get("missing", [])
     if missing:

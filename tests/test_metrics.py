@@ -217,3 +217,18 @@ def test_paired_t_uses_common_dates_only_and_handles_degenerate_input():
     assert metrics.paired_t([0.2, 0.3], [0.1, 0.2])[0] is None          # constant difference
     with pytest.raises(ValueError):
         metrics.paired_t([0.1, 0.2], [0.1])
+
+
+def test_rank_ic_by_group_ranks_within_each_group():
+    pred, target, mask = _panel(d=10, n=40)
+    groups = np.arange(40) % 3
+    groups[-1] = 4                                   # a group of one stock: never a correlation; group 3 empty
+    by_group = metrics.daily_rank_ic_by_group(pred, target, mask, groups)
+    assert by_group.shape == (5, 10)
+    for g in range(3):
+        cols = groups == g
+        _assert_series(by_group[g], _ref_series(pred[:, cols], target[:, cols], mask[:, cols],
+                                                lambda p, t: spearmanr(p, t).statistic))
+    assert np.isnan(by_group[3]).all() and np.isnan(by_group[4]).all()
+    with pytest.raises(ValueError, match="groups must be"):
+        metrics.daily_rank_ic_by_group(pred, target, mask, groups[:-1])

@@ -70,6 +70,12 @@ def test_smoke_report_end_to_end(tmp_path):
     assert "| baseline reversal_1d |" in page and "| default, seed 0 |" in page
     assert "t vs best (test RankIC)" in page and "## Headroom: single inputs" in page
     assert "**Target met.**" in page or "**Target not met.**" in page
+    # after trading costs: the winner in words, every row's book, intervals next to RankIC and Sharpe
+    assert "**After trading costs, 1-day horizon**" in page and "Which wins after costs (1-day): " in page
+    assert "| row | test turnover/day | holding (days) | break-even valid (bp/side) |" in page
+    assert "test net Sharpe at 0 bp | test net Sharpe at 5 bp | test net Sharpe at 10 bp | test net Sharpe at 20 bp |" in page
+    row = next(line for line in page.splitlines() if line.startswith("| baseline reversal_1d | 0."))
+    assert row.count(" [") == 4                     # RankIC and LS Sharpe, validation and test
     for name in report.PLOTS:
         png = out / "quality" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -160,3 +166,26 @@ def test_rows_trained_before_a_default_changed_say_so(tmp_path):
     assert any("trained before a config default changed: loss.rankic_weight=" in line
                for line in report._settings_lines(results))
     assert quality.stale_defaults(tmp_path / "missing", quality.PROFILES["real"]) == []
+
+
+def _cost_row(name, kind, gross, turnover, group="baseline"):
+    row = _row(name, kind, val_ric=0.01, group=group)
+    row["daily"]["1"].update({"long_short": gross, "turnover": turnover})
+    return row
+
+
+def test_after_costs_names_the_winner_only_when_the_interval_excludes_zero():
+    rng = __import__("numpy").random.default_rng(0)
+    days = 120
+    base_gross = list(0.004 + 0.002 * rng.normal(size=days))
+    model_gross = list(0.003 + 0.002 * rng.normal(size=days))
+    rows = [_cost_row("base-a", "reversal_1d", base_gross, [0.9] * days),          # fast: pays 36 bp/day at 10 bp
+            _cost_row("default-s0", "atft_gat_fan", model_gross, [0.1] * days, group="default")]
+    found = {f["cost_bps"]: f for f in report.after_costs(rows, "1", 0, (0.0, 10.0))}
+    assert found[0.0]["winner"] == "`base-a`" and found[0.0]["difference"].high < 0      # before costs
+    assert found[10.0]["winner"] == "the default model" and found[10.0]["difference"].low > 0
+    assert found[10.0]["difference"].value == pytest.approx(
+        (sum(model_gross) - sum(base_gross)) / days * 1e4 - (0.1 - 0.9) * 4 * 10, rel=1e-9)
+    sentence = report._after_costs_sentence(list(found.values()), "1")
+    assert sentence == "Which wins after costs (1-day): `base-a` at 0 bp; the default model at 10 bp."
+    assert report.after_costs([rows[0]], "1", 0, (0.0,)) == []          # no default row: nothing to say
