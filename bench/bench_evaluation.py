@@ -18,7 +18,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from atft_core import evaluation  # noqa: E402
 from atft_core.breakdowns import SECTOR33_NAMES  # noqa: E402
 from atft_core.config import RunConfig  # noqa: E402
 from atft_core.run_files import RunFiles, write_json_atomic  # noqa: E402
+from bench_metrics import timed  # noqa: E402
 from machine import cpu_model  # noqa: E402
 
 HORIZONS = (1, 5, 10, 20)
@@ -59,16 +59,6 @@ def synthetic_run(root: Path, days: int, stocks: int, seed: int = 0) -> Path:
     cfg = RunConfig().replace(**{"data.path": str(dataset), "data.horizons": HORIZONS}).to_dict()
     write_json_atomic(files.config, {"config": cfg})
     return files.root
-
-
-def timed(fn, repeat: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
 
 
 def report(name: str, t: list[float]) -> None:
