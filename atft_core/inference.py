@@ -17,6 +17,7 @@ from atft_core import metrics
 from atft_core.batching import make_day_batch
 from atft_core.config import RunConfig
 from atft_core.nn.fan import FanInputs
+from atft_core.plan import usable_days
 
 
 class Predictor(Protocol):
@@ -25,11 +26,9 @@ class Predictor(Protocol):
 
 
 def eligible_days(panel, days: np.ndarray, cfg: RunConfig) -> np.ndarray:
-    """Days with a full lookback window and at least `min_stocks_per_day` valid stocks."""
-    days = np.asarray(days, dtype=np.int64)
-    counts = panel.valid.sum(dim=1).cpu().numpy()
-    keep = (days >= cfg.data.lookback - 1) & (counts[days] >= cfg.data.min_stocks_per_day)
-    return days[keep]
+    """Days with a full lookback window and at least `min_stocks_per_day` valid stocks
+    (`plan.usable_days`, which the pre-flight applies to the dataset's dates)."""
+    return usable_days(days, panel.valid.sum(dim=1).cpu().numpy(), cfg.data.lookback, cfg.data.min_stocks_per_day)
 
 
 @dataclass

@@ -25,7 +25,9 @@ from typing import Any
 import psutil
 
 from atft_core.config import ConfigError, RunConfig, build_config, feature_index, parse_overrides, resolve
+from atft_core.data.errors import DataError
 from atft_core.paths import check_run_id
+from atft_core.plan import DayPlan, plan_days
 from atft_core.runs.store import query_metrics
 
 GiB = 1024**3
@@ -219,6 +221,9 @@ class CheckItem:
     verdict: str
     """'pass', 'warn' or 'fail'."""
     detail: str
+    setting: bool = False
+    """The item fails because a setting cannot work with this dataset or machine (not because the
+    machine lacks room): the command lines then exit 2, as for any other bad setting."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -232,6 +237,8 @@ class _Dataset:
     has_sector: bool
     warnings: list[str]
     feature_names: tuple[str, ...] = ()
+    summary: Any = None
+    """The data helper's DatasetSummary."""
 
 
 def verdict(items: Sequence[CheckItem]) -> str:
@@ -246,7 +253,7 @@ def _dataset_summary(path: str) -> _Dataset:
 
     s = validate_dataset(path)
     return _Dataset(int(s.n_stocks), int(s.n_days), int(s.n_features), bool(s.has_sector), list(s.warnings),
-                    tuple(s.feature_names))
+                    tuple(s.feature_names), s)
 
 
 def _panel_bytes(cfg: RunConfig, ds: _Dataset) -> int:
@@ -301,14 +308,13 @@ def _check_dataset(cfg: RunConfig) -> tuple[list[CheckItem], _Dataset | None]:
 def _check_features(cfg: RunConfig, in_dataset: tuple[str, ...], path: str) -> CheckItem:
     """The loader's own feature selection (data.features, data.expected_feature_count), then
     loss.neutralize among the features that will load."""
-    from atft_core.data.errors import DataError
     from atft_core.data.validate import select_features
 
     try:
         loaded = select_features(in_dataset, cfg.data.features, cfg.data.expected_feature_count, path)
         feature_index(cfg.loss.neutralize, loaded, "loss.neutralize")
     except (DataError, ConfigError) as exc:
-        return CheckItem("features", "fail", str(exc))
+        return CheckItem("features", "fail", str(exc), setting=True)
     return CheckItem("features", "pass", f"{len(loaded)} features to load"
                      + (f"; the target is neutralised on {', '.join(cfg.loss.neutralize)}" if cfg.loss.neutralize else ""))
 
@@ -318,7 +324,7 @@ def _check_device(cfg: RunConfig, machine: MachineStatus) -> tuple[CheckItem, Ru
         eff = resolve(cfg, cuda_available=machine.cuda_available, cpu_count=machine.cpu_count,
                       cpu_bf16=machine.cpu_bf16)
     except ConfigError as exc:
-        return CheckItem("device", "fail", str(exc)), None
+        return CheckItem("device", "fail", str(exc), setting=True), None
     device = eff.runtime.device
     if device.startswith("cuda"):
         index = int(device.split(":")[1]) if ":" in device else 0
@@ -384,6 +390,30 @@ def _check_checkpoint(cfg: RunConfig, n_features: int, items: list[CheckItem]) -
     return ckpt, detail
 
 
+def _check_days(cfg: RunConfig, ds: _Dataset) -> tuple[CheckItem, DayPlan | None]:
+    """The splits and usable days the trainer will find (`atft_core.plan`): a horizon the dataset
+    lacks, data.start/end outside its dates, a lookback or min_stocks_per_day leaving no day."""
+    try:
+        plan = plan_days(cfg, ds.summary)
+    except (ConfigError, DataError) as exc:
+        return CheckItem("days", "fail", str(exc), setting=True), None
+    days_per_step = max(1, cfg.train.days_per_step)   # 0 (auto) only when the device check failed
+    steps = plan.steps_per_epoch(days_per_step)
+    detail = f"{plan.describe()}; an epoch is {steps:,} step(s) of {days_per_step} day(s)"
+    if len(plan.test_days) == 0:
+        return CheckItem("days", "warn", detail + ": no test day, the run will have no test metrics"), plan
+    return CheckItem("days", "pass", detail), plan
+
+
+def _check_threads(eff: RunConfig, machine: MachineStatus) -> CheckItem:
+    threads = eff.runtime.num_threads
+    text = f"{machine.cpu_count} cores; {threads} torch thread(s)"
+    if threads > machine.cpu_count:
+        return CheckItem("cpu", "warn", text + f": runtime.num_threads={threads} is more than the cores, "
+                         "the threads will slow each other down")
+    return CheckItem("cpu", "pass", text)
+
+
 def preflight(cfg: RunConfig, runs_dir: Path | str, probes: Probes | None = None, n_runs: int = 1) -> list[CheckItem]:
     """The checklist for training `cfg` into `runs_dir`; see `verdict` for the overall answer.
 
@@ -397,6 +427,8 @@ def preflight(cfg: RunConfig, runs_dir: Path | str, probes: Probes | None = None
     machine = machine_status(probes, paths=(runs_dir, data_dir))
     device_item, eff = _check_device(cfg, machine)
     items, ds = _check_dataset(cfg)
+    if ds is not None and ds.summary is not None:
+        items.append(_check_days(eff or cfg, ds)[0])
     items.append(device_item)
     n_features = len(cfg.data.features) or (ds.n_features if ds else 0)
     if eff is not None and ds is not None:
@@ -413,7 +445,7 @@ def preflight(cfg: RunConfig, runs_dir: Path | str, probes: Probes | None = None
     items.append(CheckItem("disk (dataset)", "warn" if data_free < LOW_DISK_BYTES else "pass",
                            f"{_gib(data_free)} free at {data_dir}"))
     items.append(CheckItem("ram", "pass", f"{_gib(machine.ram_available)} available of {_gib(machine.ram_total)}"))
-    items.append(CheckItem("cpu", "pass", f"{machine.cpu_count} cores"))
+    items.append(_check_threads(eff, machine) if eff is not None else CheckItem("cpu", "pass", f"{machine.cpu_count} cores"))
     return items
 
 
@@ -490,7 +522,9 @@ def format_checklist(items: Sequence[CheckItem]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: machine status, plus the pre-flight checklist for a config. Exit 1 when it fails."""
+    """CLI: machine status, plus the pre-flight checklist for a config. Exit 2 for a bad setting
+    (also one the dataset refutes: a missing horizon, no usable day), 1 when the checklist fails
+    otherwise (no room on this machine)."""
     parser = argparse.ArgumentParser(prog="python -m atft_core.system",
                                      description="Machine status and pre-flight check (more: --section.field=value).")
     parser.add_argument("--config", help="JSON config file to check")
@@ -514,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
         print(machine.describe())
         if items:
             print(format_checklist(items))
+    if bad := next((i for i in items if i.verdict == "fail" and i.setting), None):
+        print(f"error: {bad.detail}", file=sys.stderr)
+        return 2
     return 1 if items and verdict(items) == "fail" else 0
 
 

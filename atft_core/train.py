@@ -40,6 +40,7 @@ from atft_core.baselines import fit_baseline
 from atft_core.batching import make_day_batch
 from atft_core.checkpoint import load_checkpoint, save_checkpoint
 from atft_core.config import PHASE_NAMES, ConfigError, RunConfig, build_config, feature_index, parse_overrides
+from atft_core.data.errors import DataError
 from atft_core.data.panel import Panel, load_panel
 from atft_core.data.splits import make_splits
 from atft_core.ema import WeightAverage, short_run_warning
@@ -50,7 +51,8 @@ from atft_core.loss import compute_loss
 from atft_core.model import ATFTGATFAN, FAN_PHASE, GAT_PHASE
 from atft_core.nn.fan import FanInputs, precompute_fan
 from atft_core.predictions import write_predictions
-from atft_core.run_files import MetricsWriter, RunFiles, StatusFile, read_json, write_json_atomic
+from atft_core.plan import check_settings
+from atft_core.run_files import MetricsWriter, RunFiles, StatusFile, read_json, update_status, write_json_atomic
 from atft_core.runs.seeds import combine_group, wait_for_run
 from atft_core.system import peak_memory, resolve_here
 
@@ -609,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: see the module docstring. Exit code 0 for completed/early_stopped/stopped, 2 for a bad
     command line or setting (one line on stderr), 1 for a failed run."""
     keep_freed_memory()
+    run_dir: Path | None = None
     try:
         overrides, rest = parse_overrides(list(sys.argv[1:] if argv is None else argv))
         args, unknown = _parser().parse_known_args(rest)
@@ -626,12 +629,23 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if run_dir is None:
             raise ConfigError("--run-dir DIR is required (or --resume DIR, or --print-config)")
-    except ConfigError as exc:
+        if not args.resume:
+            check_settings(cfg)   # what the dataset refutes fails here, before the run folder is touched
+    except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if run_dir is not None and not args.resume:
+            _record_refusal(RunFiles(run_dir), exc)
         return 2
     state = run_training(cfg, run_dir, resume=bool(args.resume), after=args.after,
                          ensemble_of=[i for i in args.ensemble_of.split(",") if i])
     return 0 if state in ("completed", "early_stopped", "stopped") else 1
+
+
+def _record_refusal(files: RunFiles, exc: Exception) -> None:
+    """A folder the launcher made for this trainer (status 'queued') records why it was refused, so
+    the run shows as failed with the reason instead of as a trainer that vanished."""
+    if (read_json(files.status) or {}).get("state") == "queued":
+        update_status(files, state="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}")
 
 
 def _requested_config(run_dir: Path) -> RunConfig:

@@ -63,7 +63,8 @@ def _check_memory(need: int, what: str) -> None:
                         f"is available (limit {RAM_HEADROOM:.0%}); use fewer features, stocks or dates (data.start/end)")
 
 
-def _date_filter(cfg: DataConfig) -> pl.Expr:
+def date_filter(cfg: DataConfig) -> pl.Expr:
+    """Rows within data.start / data.end (the plan of a run's days uses the same filter)."""
     expr = pl.lit(True)
     if cfg.start:
         expr &= pl.col(DATE) >= dt.date.fromisoformat(cfg.start)
@@ -97,7 +98,7 @@ def load_panel(data_cfg: DataConfig) -> Panel:
                         f"{[target_name(h) for h in missing_h]} (it has horizons {list(summary.horizons)})")
     tcols = [target_name(h) for h in data_cfg.horizons]
     sector_col = [SECTOR] if summary.has_sector else []
-    lf = pl.scan_parquet(data_cfg.path).filter(_date_filter(data_cfg))
+    lf = pl.scan_parquet(data_cfg.path).filter(date_filter(data_cfg))
     keys = lf.select(CODE, DATE).collect()
     if keys.height == 0:
         raise DataError(f"{data_cfg.path}: no rows between data.start={data_cfg.start!r} and data.end={data_cfg.end!r}")
