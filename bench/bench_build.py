@@ -1,10 +1,12 @@
 """Benchmark of `build`: the real shared data, then synthetic scaling up to 4,000 x 2,500.
 
 Targets: real data (943 stocks x 2,191 days) under 30 s wall and 4 GiB peak RSS on a 2-core
-machine; synthetic 4,000 stocks x 2,500 days under 3 minutes, scaling linearly.
+machine; synthetic 4,000 stocks x 2,500 days under 3 minutes, scaling linearly. The real data
+is also built with its financial statements (`--statements`), reported on its own line.
 Each build runs in its own subprocess, which reports its own peak RSS (getrusage).
 
     python bench/bench_build.py [--sizes 1000x2500,2000x2500,4000x2500] [--skip-real] [--repeat 3]
+    python bench/bench_build.py --sizes "" --repeat 3      # the real data only
 
 With --repeat N each build runs N times (a fresh subprocess each) and the line gives
 min / median / max of wall time and peak RSS.
@@ -35,18 +37,18 @@ def _child(args: list[str]) -> None:
     sys.path.insert(0, str(ROOT))
     from atft_core.data.build import build_dataset
 
-    quotes, listed, index, out = args
+    quotes, listed, index, out, statements = args
     t0 = time.perf_counter()
-    summary = build_dataset(quotes, listed, out, index=index)
+    summary = build_dataset(quotes, listed, out, index=index, statements=statements or None)
     wall = time.perf_counter() - t0
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"wall_s": wall, "peak_rss_gib": rss_kib / 2**20, "rows": summary.n_rows,
                       "stocks": summary.n_stocks, "days": summary.n_days, "features": summary.n_features}))
 
 
-def _run(quotes, listed, index, out, repeat: int) -> dict:
+def _run(quotes, listed, index, out, repeat: int, statements=None) -> dict:
     """`repeat` builds, each in a fresh subprocess; the summary of the first plus wall / RSS lists."""
-    cmd = [sys.executable, __file__, "--child", str(quotes), str(listed), str(index), str(out)]
+    cmd = [sys.executable, __file__, "--child", str(quotes), str(listed), str(index), str(out), str(statements or "")]
     runs = []
     for _ in range(repeat):
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -68,6 +70,13 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
 
 
+def _report(name: str, r: dict) -> None:
+    ok = statistics.median(r["walls"]) < 30 and max(r["rss"]) < 4
+    print(f"{name} {r['stocks']} stocks x {r['days']} days, {r['rows']:,} rows, {r['features']} features: "
+          f"{_spread(r['walls'], '.1f')} s, peak RSS {_spread(r['rss'], '.2f')} GiB  "
+          f"[{'OK' if ok else 'OVER TARGET'}: median <30 s, <4 GiB]")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", default="1000x2500,2000x2500,4000x2500")
@@ -85,11 +94,13 @@ def main() -> None:
         if not args.skip_real and (SHARED / "jquants_daily_quotes_2016_2024.parquet").exists():
             r = _run(SHARED / "jquants_daily_quotes_2016_2024.parquet", SHARED / "jquants_listed_info.csv",
                      SHARED / "jquants_topix_2004_2024.parquet", tmp / "real.parquet", args.repeat)
-            ok = statistics.median(r["walls"]) < 30 and max(r["rss"]) < 4
-            print(f"real   {r['stocks']} stocks x {r['days']} days, {r['rows']:,} rows, {r['features']} features: "
-                  f"{_spread(r['walls'], '.1f')} s, peak RSS {_spread(r['rss'], '.2f')} GiB  "
-                  f"[{'OK' if ok else 'OVER TARGET'}: median <30 s, <4 GiB]")
-        for size in args.sizes.split(","):
+            _report("real  ", r)
+            statements = SHARED / "jquants_statements_2021_2024.parquet"
+            if statements.exists():
+                r = _run(SHARED / "jquants_daily_quotes_2016_2024.parquet", SHARED / "jquants_listed_info.csv",
+                         SHARED / "jquants_topix_2004_2024.parquet", tmp / "real_fin.parquet", args.repeat, statements)
+                _report("real + statements", r)
+        for size in filter(None, args.sizes.split(",")):
             n, d = (int(v) for v in size.split("x"))
             raw = write_raw(tmp / f"raw_{n}x{d}", n, d, seed=0)
             r = _run(raw["quotes"], raw["listed_info"], raw["index"], tmp / f"syn_{n}x{d}.parquet", args.repeat)

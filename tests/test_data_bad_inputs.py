@@ -35,6 +35,14 @@ def _listed(change: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable:
     return make
 
 
+def _statements(change: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable:
+    def make(raw: Path, tmp: Path) -> dict:
+        bad = tmp / "bad_statements.parquet"
+        change(pl.read_parquet(raw / "statements.parquet")).write_parquet(bad)
+        return {"--statements": bad}
+    return make
+
+
 def _option(**options: str) -> Callable:
     return lambda raw, tmp: {f"--{k.replace('_', '-')}": v for k, v in options.items()}
 
@@ -76,6 +84,16 @@ BUILD_CASES = {
     "quotes infinite price": (_quotes(lambda q: q.with_columns(_row(3, float("inf"), "AdjustmentHigh"))),
                               ["bad_quotes.parquet", "'AdjustmentHigh'", "infinite"]),
     "quotes duplicate rows": (_quotes(lambda q: pl.concat([q, q.tail(2)])), ["bad_quotes.parquet", "duplicate (Code, Date)"]),
+    "statements no EPS column": (_statements(lambda st: st.drop("EarningsPerShare")),
+                                 ["bad_statements.parquet", "'EarningsPerShare'"]),
+    "statements bad time": (_statements(lambda st: st.with_columns(_row(4, pl.lit("3pm"), "DisclosedTime"))),
+                            ["bad_statements.parquet", "'DisclosedTime'", "'3pm'"]),
+    "statements text profit": (_statements(lambda st: st.with_columns(pl.col("Profit").cast(pl.String))
+                                           .with_columns(_row(2, pl.lit("n/a"), "Profit"))),
+                               ["bad_statements.parquet", "'Profit'", "'n/a'"]),
+    "statements other codes": (_statements(lambda st: st.with_columns(pl.lit("99999").alias("LocalCode"))),
+                               ["bad_statements.parquet", "none of its codes"]),
+    "statements one year only": (_statements(lambda st: st), ["bad_statements.parquet", "fin_profit_growth: needs"]),
     "listed null code": (_listed(lambda li: li.with_columns(_row(2, None, "Code"))), ["bad_listed.csv", "missing 'Code'"]),
     "listed duplicate code": (_listed(lambda li: pl.concat([li, li.head(1)])), ["bad_listed.csv", "duplicate (Code)"]),
     "listed no sector column": (_listed(lambda li: li.drop("Sector33Code")), ["bad_listed.csv", "'Sector33Code'"]),

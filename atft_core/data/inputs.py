@@ -17,7 +17,7 @@ from .schema import INDEX_REQUIRED, LISTED_REQUIRED, QUOTE_ADJUSTED, QUOTE_RAW, 
 
 _PARQUET_MAGIC = b"PAR1"
 _N_EXAMPLES = 5
-_TEXT_COLUMNS = ("Code", "Sector17Code", "Sector33Code")
+_TEXT_COLUMNS = ("Code", "LocalCode", "Sector17Code", "Sector33Code", "DisclosedTime", "DisclosureNumber")
 SECTOR_CODE_WIDTH = 4
 """Sector33 codes are 4-digit strings ('0050', '3650'); CSV readers turn them into ints."""
 

@@ -41,9 +41,11 @@ VALUES = ("Profit", "EarningsPerShare", "BookValuePerShare", "ForecastDividendPe
 
 SESSION_CLOSE = ((dt.date(2024, 11, 5), dt.time(15, 30)), (dt.date(1900, 1, 1), dt.time(15, 0)))
 """(first day, closing time) of the TSE cash session, newest first (the close moved on 2024-11-05)."""
-REPORT_LAG_DAYS = 45
-"""Days from a period's end to its report (TSE asks for 45): infers the period of a filing
-that does not state it (the nearest quarter end of the stock's grid to disclosure - 45 days)."""
+REPORT_LAG_DAYS = 35
+"""Typical days from a period's end to its report (TSE asks for at most 45; most report after
+25-45): infers the period of a filing that does not state it (the quarter end of the stock's
+grid nearest to disclosure - 35 days). On the shared filings 96% of the reports from mid-2022
+on find the same period a year earlier this way (93% with 45 days)."""
 PERIOD_TYPES = {"1Q": 1, "2Q": 2, "3Q": 3, "4Q": 0, "FY": 0}
 """TypeOfCurrentPeriod -> quarters since the end of the last fiscal year (0: a full year)."""
 MIN_EPS_FOR_SHARES = 1.0
