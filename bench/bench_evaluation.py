@@ -8,7 +8,7 @@ runs/quality/default-s0, whose config names its dataset). Times, after one warm-
 `evaluation.evaluate_run` for one horizon (what the Run page computes on a cache miss: both
 splits, intervals, costs at 0/5/10/20 bp, year / month / Sector33 breakdowns), the same for
 every horizon, and `evaluation.paired_costs` of the run against itself. Prints min / median /
-max of --repeat calls.
+max of --repeat calls and the CPU seconds per call.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,15 @@ def synthetic_run(root: Path, days: int, stocks: int, seed: int = 0) -> Path:
     return files.root
 
 
-def report(name: str, t: list[float]) -> None:
-    print(f"{name:34s} min {min(t):6.2f} s  median {statistics.median(t):6.2f} s  max {max(t):6.2f} s")
+def measured(name: str, fn, repeat: int) -> None:
+    """Print wall time (min / median / max of `repeat` calls after a warm-up) and CPU seconds per
+    call of this process (all its threads): on a shared machine the wall time follows the load,
+    the CPU time much less."""
+    cpu = time.process_time()
+    t = timed(fn, repeat)
+    per_call = (time.process_time() - cpu) / (repeat + 1)
+    print(f"{name:34s} wall min {min(t):6.2f} s  median {statistics.median(t):6.2f} s  max {max(t):6.2f} s"
+          f"   CPU {per_call:6.2f} s per call")
 
 
 def main(argv: list[str]) -> int:
@@ -78,12 +86,12 @@ def main(argv: list[str]) -> int:
         rows = pl.scan_parquet(RunFiles(run).predictions).select(pl.len()).collect().item()
         print(f"machine: {cpu_model()}, Python {platform.python_version()}; {run}: {rows:,} prediction rows, "
               f"horizons {horizons}; {args.repeat} repeats")
-        report(f"evaluate_run, {horizons[0]}d (both splits)",
-               timed(lambda: evaluation.evaluate_run(run, WINDOW, horizons[0]), args.repeat))
-        report(f"evaluate_run, all {len(horizons)} horizons",
-               timed(lambda: [evaluation.evaluate_run(run, WINDOW, h) for h in horizons], args.repeat))
-        report(f"paired_costs, {horizons[0]}d test",
-               timed(lambda: evaluation.paired_costs(run.parent, run.name, run.name, "test", horizons[0]), args.repeat))
+        measured(f"evaluate_run, {horizons[0]}d (both splits)",
+                 lambda: evaluation.evaluate_run(run, WINDOW, horizons[0]), args.repeat)
+        measured(f"evaluate_run, all {len(horizons)} horizons",
+                 lambda: [evaluation.evaluate_run(run, WINDOW, h) for h in horizons], args.repeat)
+        measured(f"paired_costs, {horizons[0]}d test",
+                 lambda: evaluation.paired_costs(run.parent, run.name, run.name, "test", horizons[0]), args.repeat)
     return 0
 
 
