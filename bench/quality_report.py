@@ -91,6 +91,12 @@ def seed_stats(rows: list[dict], split: str, key: str, horizon: str) -> tuple[fl
     return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
 
 
+def _difference(a: list, b: list) -> np.ndarray:
+    """a - b per date (NaN where either is missing); [] when the series are not aligned."""
+    x, y = (np.array([np.nan if v is None else v for v in z], dtype=float) for z in (a, b))
+    return x - y if x.shape == y.shape else np.array([])
+
+
 def default_rows(rows: list[dict], lag: int = 0) -> list[dict]:
     """The default-configuration seed rows of one execution lag."""
     return [r for r in rows if r["group"] == "default" and r["lag"] == lag]
@@ -114,8 +120,12 @@ def verdict(rows: list[dict]) -> dict[str, Any]:
     seed_ts = [t_against(daily(r, VERDICT_HORIZON), base, VERDICT_HORIZON)[0] for r in seeds]
     ratio_ok = model_ric is not None and base_ric is not None and model_ric >= TARGET_RATIO * base_ric
     t_ok = t is not None and t >= TARGET_T
+    seed_mean = bootstrap.mean_interval(mean_daily(seeds, VERDICT_HORIZON), int(VERDICT_HORIZON))
+    difference = bootstrap.mean_interval(_difference(mean_daily(seeds, VERDICT_HORIZON), daily(base, VERDICT_HORIZON)),
+                                         int(VERDICT_HORIZON))
     out.update(model_rank_ic=model_ric, model_std=model_std, baseline_rank_ic=base_ric,
-               baseline_val_rank_ic=metric(base, "val", "rank_ic"),
+               model_interval=seed_mean, baseline_interval=interval(base, "test", "rank_ic"),
+               difference_interval=difference, baseline_val_rank_ic=metric(base, "val", "rank_ic"),
                ratio=(model_ric / base_ric) if model_ric is not None and base_ric else None,
                t=t, n_days=n, seed_t=seed_ts, ratio_ok=ratio_ok, t_ok=t_ok, met=ratio_ok and t_ok)
     return out
@@ -371,13 +381,21 @@ def verdict_lines(v: dict[str, Any]) -> list[str]:
     ratio = "n/a" if v["ratio"] is None else f"{v['ratio']:.2f}x"
     t = "n/a" if v["t"] is None else f"{v['t']:.2f}"
     seed_t = ", ".join("n/a" if s is None else f"{s:.2f}" for s in v["seed_t"])
+    base_iv = v.get("baseline_interval") or {}
+    base_ci = "" if base_iv.get("low") is None else f" [{base_iv['low']:.4f}, {base_iv['high']:.4f}]"
+    model_ci, diff = v.get("model_interval"), v.get("difference_interval")
+    model_ci_text = "" if model_ci is None or model_ci.low is None else \
+        f" (the seed-mean daily series: {model_ci.text(4)})"
+    diff_text = "" if diff is None or diff.low is None else \
+        f"; the mean daily difference is {diff.text(4)} (95% block-bootstrap interval)"
     return [
         f"{head} The default configuration's mean test RankIC (1d) over {v['n_seeds']} seed(s) is "
-        f"{v['model_rank_ic']:.4f}{spread}; the best baseline, `{v['baseline']}` (chosen by validation "
-        f"RankIC 1d = {_fmt(v['baseline_val_rank_ic'], 4)}), has {_fmt(v['baseline_rank_ic'], 4)} on test. "
+        f"{v['model_rank_ic']:.4f}{spread}{model_ci_text}; the best baseline, `{v['baseline']}` (chosen by "
+        f"validation RankIC 1d = {_fmt(v['baseline_val_rank_ic'], 4)}), has {_fmt(v['baseline_rank_ic'], 4)}"
+        f"{base_ci} on test. "
         f"Ratio {ratio} (target >= {TARGET_RATIO}x: {'yes' if v['ratio_ok'] else 'no'}); paired t of the "
         f"seed-mean daily RankIC minus the baseline's = {t} over {v['n_days']} test days (target >= "
-        f"{TARGET_T}: {'yes' if v['t_ok'] else 'no'}); per seed t = {seed_t}.",
+        f"{TARGET_T}: {'yes' if v['t_ok'] else 'no'}){diff_text}; per seed t = {seed_t}.",
     ]
 
 

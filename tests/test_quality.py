@@ -71,6 +71,7 @@ def test_smoke_report_end_to_end(tmp_path):
     assert "t vs best (test RankIC)" in page and "## Headroom: single inputs" in page
     assert "**Target met.**" in page or "**Target not met.**" in page
     # after trading costs: the winner in words, every row's book, intervals next to RankIC and Sharpe
+    assert "(the seed-mean daily series: 0." in page and "(95% block-bootstrap interval)" in page   # verdict
     assert "**After trading costs, 1-day horizon**" in page and "Which wins after costs (1-day): " in page
     assert "| row | test turnover/day | holding (days) | break-even valid (bp/side) |" in page
     assert "test net Sharpe at 0 bp | test net Sharpe at 5 bp | test net Sharpe at 10 bp | test net Sharpe at 20 bp |" in page

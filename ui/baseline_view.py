@@ -29,12 +29,10 @@ def _kind_text(summary: runs.RunSummary) -> str:
 
 
 def _status(summary: runs.RunSummary) -> None:
-    cols = st.columns(4)
+    cols = st.columns(3)   # the RankIC is in the evaluation below, with its interval
     cols[0].metric("Status", summary.status)
     cols[1].metric("Kind", summary.model_kind)
-    cols[2].metric("Validation RankIC", "-" if summary.best_rank_ic is None else f"{summary.best_rank_ic:.4f}",
-                   help="Mean daily RankIC on the validation days, first horizon (as logged).")
-    cols[3].metric("Duration", format_seconds(summary.duration))
+    cols[2].metric("Duration", format_seconds(summary.duration))
     if summary.reason:
         (st.error if summary.status in ("failed", "crashed") else st.info)(summary.reason)
     for warning in summary.warnings:
