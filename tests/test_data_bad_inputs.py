@@ -83,6 +83,9 @@ BUILD_CASES = {
                           ["bad_quotes.parquet", "'Date'", "row 5", "year 10"]),
     "quotes infinite price": (_quotes(lambda q: q.with_columns(_row(3, float("inf"), "AdjustmentHigh"))),
                               ["bad_quotes.parquet", "'AdjustmentHigh'", "infinite"]),
+    "quotes all one price": (_quotes(lambda q: q.with_columns(*[pl.lit(100.0).alias(f"Adjustment{c}")
+                                                             for c in ("Open", "High", "Low", "Close")])),
+                             ["out/ds.parquet", "is constant"]),
     "quotes duplicate rows": (_quotes(lambda q: pl.concat([q, q.tail(2)])), ["bad_quotes.parquet", "duplicate (Code, Date)"]),
     "statements no EPS column": (_statements(lambda st: st.drop("EarningsPerShare")),
                                  ["bad_statements.parquet", "'EarningsPerShare'"]),
@@ -126,6 +129,7 @@ def _one_clear_line(err: str, expected: list[str]) -> None:
     lines = [line for line in err.strip().splitlines() if not line.startswith("usage:") and line.strip()]
     assert "Traceback" not in err and len(lines) == 1, err
     assert "error:" in lines[0] and all(e in lines[0] for e in expected), (lines[0], expected)
+    assert ".tmp" not in lines[0], "the message names a temp file instead of the user's"
 
 
 def _dataset(change: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable:

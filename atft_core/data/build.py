@@ -13,6 +13,7 @@ Pipeline (details and the rules in docs/data.md):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -414,6 +415,7 @@ def _sector_warnings(df: pl.DataFrame, listed_info) -> list[str]:
 def _write_validated(df: pl.DataFrame, out: Path, meta: dict, params: BuildParams, say):
     from .validate import validate_dataset
 
+    created = [d for d in (out.parent, *out.parent.parents) if not d.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
@@ -424,6 +426,9 @@ def _write_validated(df: pl.DataFrame, out: Path, meta: dict, params: BuildParam
         raise DataError(str(exc).replace(str(tmp), str(out))) from None
     finally:
         tmp.unlink(missing_ok=True)
+        for folder in created if not out.exists() else ():  # a failed build leaves no new folder either
+            with contextlib.suppress(OSError):  # not empty: something else put files there meanwhile
+                folder.rmdir()
     summary.path = str(out)
     say(f"wrote {out}: {df.height} rows, {len(meta['feature_names'])} features")
     return summary

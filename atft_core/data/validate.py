@@ -50,7 +50,7 @@ class DatasetSummary:
     """From the build: market days in the quotes and why some are not in the dataset."""
     statements: dict = field(default_factory=dict)
     """With statement features: the build's `statements` metadata plus the coverage found here
-    (`stocks_known`, `stock_days_known` share, `first_known` date)."""
+    (`stocks_known`, `days_known`, `stock_days_known` share, `first_known` date)."""
 
     def to_text(self) -> str:
         """A human summary, one fact per line."""
@@ -88,9 +88,9 @@ class DatasetSummary:
         if not st:
             return ["statements none (build with --statements to add the fin_* features)"]
         return [
-            f"statements filing known for {st['stocks_known']} of {self.n_stocks} stocks, "
-            f"{st['stock_days_known']:.1%} of stock-days, from {st['first_known']} "
-            f"(prices: {st.get('price_basis', '?')})",
+            f"statements filing known for {st['stocks_known']} of {self.n_stocks} stocks on {st['days_known']} of "
+            f"{self.n_days} days ({st['stock_days_known']:.1%} of stock-days), from {st['first_known']} "
+            f"(yields on {st.get('price_basis', '?')} prices)",
             f"          before {st['first_known']} every stock has flag_fin_missing = 1 and fin_* = 0; "
             "to train only where filings are known, set data.start on or after it",
         ]
@@ -259,6 +259,7 @@ def _statement_coverage(path: Path, names: list[str], meta: dict) -> dict:
     known = pl.col(STATEMENT_FLAG) == 0
     cov = pl.scan_parquet(path).select(
         pl.col(CODE).filter(known).n_unique().alias("stocks_known"),
+        pl.col(DATE).filter(known).n_unique().alias("days_known"),
         known.mean().alias("stock_days_known"),
         pl.col(DATE).filter(known).min().alias("first_known"),
     ).collect().row(0, named=True)
