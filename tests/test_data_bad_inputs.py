@@ -19,28 +19,23 @@ from atft_core.data.demo import raw_folder
 from atft_core.data.schema import META_KEY
 
 
-def _quotes(change: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable:
-    def make(raw: Path, tmp: Path) -> dict:
-        bad = tmp / "bad_quotes.parquet"
-        change(pl.read_parquet(raw / "daily_quotes.parquet")).write_parquet(bad)
-        return {"--quotes": bad}
-    return make
+def _changed(option: str, raw_name: str, bad_name: str) -> Callable:
+    """A maker of a bad input: the demo's raw file `raw_name`, changed, passed as `option`."""
+    def with_change(change: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable:
+        def make(raw: Path, tmp: Path) -> dict:
+            bad = tmp / bad_name
+            if raw_name.endswith(".csv"):
+                change(pl.read_csv(raw / raw_name, schema_overrides={"Code": pl.String})).write_csv(bad)
+            else:
+                change(pl.read_parquet(raw / raw_name)).write_parquet(bad)
+            return {option: bad}
+        return make
+    return with_change
 
 
-def _listed(change: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable:
-    def make(raw: Path, tmp: Path) -> dict:
-        bad = tmp / "bad_listed.csv"
-        change(pl.read_csv(raw / "listed_info.csv", schema_overrides={"Code": pl.String})).write_csv(bad)
-        return {"--listed-info": bad}
-    return make
-
-
-def _statements(change: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable:
-    def make(raw: Path, tmp: Path) -> dict:
-        bad = tmp / "bad_statements.parquet"
-        change(pl.read_parquet(raw / "statements.parquet")).write_parquet(bad)
-        return {"--statements": bad}
-    return make
+_quotes = _changed("--quotes", "daily_quotes.parquet", "bad_quotes.parquet")
+_listed = _changed("--listed-info", "listed_info.csv", "bad_listed.csv")
+_statements = _changed("--statements", "statements.parquet", "bad_statements.parquet")
 
 
 def _option(**options: str) -> Callable:

@@ -101,17 +101,17 @@ def build(inputs: dict[str, InputFile | None], out: Path, start: str, end: str, 
 
 def output_path(data_dir: Path, name: str) -> Path | None:
     """`data_dir/name` when `name` is a plain .parquet file name inside it; else the error is shown."""
-    try:
-        return data_file(data_dir, name, "Output file")
-    except UnsafePathError as exc:
-        st.error(f"error: {exc}")
-        return None
+    return _inside(data_file, data_dir, name, "Output file")
 
 
 def output_folder(data_dir: Path, name: str) -> Path | None:
     """`data_dir/name` for a plain folder name; else the error is shown."""
+    return _inside(data_folder, data_dir, name, "Folder")
+
+
+def _inside(check: Callable[[Path, str, str], Path], data_dir: Path, name: str, what: str) -> Path | None:
     try:
-        return data_folder(data_dir, name, "Folder")
+        return check(data_dir, name, what)
     except UnsafePathError as exc:
         st.error(f"error: {exc}")
         return None
