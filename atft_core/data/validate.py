@@ -66,7 +66,7 @@ class DatasetSummary:
             + ", ".join(f"{k} {v:.1%}" for k, v in worst),
             f"fingerprint {self.fingerprint[:16]}",
         ]
-        lines[2:2] = self._calendar_lines()
+        lines[3:3] = self._calendar_lines()
         lines[-1:-1] = self._statement_lines()
         lines += [f"WARNING   {w}" for w in self.warnings]
         return "\n".join(lines)
