@@ -152,3 +152,12 @@ def test_cli_key_from_the_client_config_file(tmp_path, monkeypatch):
     assert api_key() == "from-config"
     monkeypatch.setenv("JQUANTS_API_KEY", "from-env")
     assert api_key() == "from-env"
+
+
+def test_days_from_today_on_are_left_for_a_later_call(api, tmp_path):
+    out, logs = tmp_path / "jq", []
+    fetch(KEY, "2024-02-01", "2024-02-20", out, base_url=api.url, settings=FAST, today=dt.date(2024, 2, 8),
+          log=logs.append)
+    assert any("fetching up to 2024-02-07" in line for line in logs)
+    assert max(p.stem for p in (out / ".parts" / "daily_quotes").glob("*.parquet")) == "2024-02-07"
+    assert pl.read_parquet(out / "topix.parquet")["Date"].max() == dt.date(2024, 2, 7)
