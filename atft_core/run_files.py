@@ -14,6 +14,7 @@ skip.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -133,9 +134,29 @@ def update_status(files: RunFiles, **fields: Any) -> dict[str, Any]:
     return status
 
 
+RESERVE_BYTES = 64 * 1024
+"""Disk kept for the final status (a file of this size beside status.json while the trainer
+works): a run that fills its disk frees it to record why it failed."""
+
+
+def describe_os_error(exc: OSError, where: Path) -> str:
+    """A full disk or quota as the user should read it: what ran out and where (`where` when the
+    error names no file); any other OSError as Python words it."""
+    place = exc.filename or where
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on {place}"
+    if exc.errno == errno.EDQUOT:
+        return f"disk quota exceeded on {place}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 class StatusFile:
     """status.json of a run as its trainer keeps it: one in-memory dict, written atomically by the
-    training loop and by a heartbeat thread (every `heartbeat_seconds`) while the trainer works."""
+    training loop and by a heartbeat thread (every `heartbeat_seconds`) while the trainer works.
+
+    It also keeps the run's clocks: `started` is the first start (kept on resume) and
+    `active_seconds` the training time summed over every launch (`training_started` /
+    `training_stopped` bracket this launch's share)."""
 
     def __init__(self, files: RunFiles, heartbeat_seconds: float):
         self._files = files
@@ -143,12 +164,46 @@ class StatusFile:
         self._status: dict[str, Any] = read_json(files.status) or {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, args=(heartbeat_seconds,), daemon=True)
+        self._active_since: float | None = None
+        self._active_before = 0.0
+        self._failed_write = ""
+
+    @property
+    def _reserve(self) -> Path:
+        return self._files.root / ".status.reserve"
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A field as last set (or as found in status.json when the trainer started)."""
+        with self._lock:
+            return self._status.get(key, default)
+
+    def note(self, **fields: Any) -> None:
+        """Change fields without writing: the next heartbeat or `set` writes them (step progress
+        changes every step; status.json is rewritten once per heartbeat, not per step)."""
+        with self._lock:
+            self._status.update(fields)
 
     def set(self, **fields: Any) -> None:
+        """Change fields and write status.json now (OSError if it cannot be written)."""
         with self._lock:
             self._status.update(fields)
             self._status["updated"] = time.time()
+            if self._active_since is not None:
+                self._status["active_seconds"] = self._active_before + time.time() - self._active_since
             write_json_atomic(self._files.status, self._status)
+
+    def finish(self, **fields: Any) -> None:
+        """The final status. On a full disk the reserve is released for it; if it still cannot be
+        written, status.json keeps its previous content and the reason goes to the log."""
+        try:
+            self.set(**fields)
+        except OSError:
+            self._release_reserve()
+            try:
+                self.set(**fields)
+            except OSError as exc:
+                log.error("status.json not written (%s); the run ended %s: %s",
+                          describe_os_error(exc, self._files.status), fields.get("state"), fields.get("error") or "")
 
     def warn(self, message: str, topic: str = "") -> None:
         """Log a warning and keep it in status.json's "warnings" (the Run page shows them).
@@ -160,15 +215,42 @@ class StatusFile:
             self._status["warnings"] = [*kept, message]
         self.set()
 
+    def training_started(self) -> None:
+        """Start this launch's training clock; `active_seconds` goes on from earlier launches."""
+        with self._lock:
+            self._active_before = float(self._status.get("active_seconds") or 0.0)
+            self._active_since = time.time()
+
+    def training_stopped(self) -> None:
+        """Stop this launch's clock (the next write records the total)."""
+        with self._lock:
+            if self._active_since is not None:
+                self._status["active_seconds"] = self._active_before + time.time() - self._active_since
+            self._active_since = None
+
     def start(self) -> None:
+        """Start the heartbeat, and set aside the reserve for the final status."""
+        with contextlib.suppress(OSError):
+            write_bytes_atomic(self._reserve, bytes(RESERVE_BYTES))
         self._thread.start()
 
     def close(self) -> None:
+        """Stop the heartbeat and give back the reserve."""
         self._stop.set()
+        self._release_reserve()
+
+    def _release_reserve(self) -> None:
+        with contextlib.suppress(OSError):
+            self._reserve.unlink(missing_ok=True)
 
     def _beat(self, every: float) -> None:
         while not self._stop.wait(every):
-            self.set()
+            try:
+                self.set()
+            except OSError as exc:  # a full disk: the training loop's next write fails and says so
+                if str(exc) != self._failed_write:
+                    self._failed_write = str(exc)
+                    log.warning("heartbeat: status.json not written: %s", describe_os_error(exc, self._files.status))
 
 
 class MetricsWriter:
@@ -183,16 +265,20 @@ class MetricsWriter:
         self._fh = open(self.path, "a", buffering=1)
 
     def log(self, *, epoch: int, step: int, phase: int, values: dict[str, Any]) -> None:
-        """Write one line per (name, value); each line in a single write, then flush."""
+        """Write one line per (name, value); each line in a single write, then flush. An OSError
+        (a full disk) names this file."""
         now = time.time()
-        for name, value in values.items():
-            line = json.dumps(
-                {"epoch": int(epoch), "step": int(step), "phase": int(phase), "wall_time": now,
-                 "name": str(name), "value": finite_or_none(value)},
-                allow_nan=False,
-            )
-            self._fh.write(line + "\n")
-        self._fh.flush()
+        try:
+            for name, value in values.items():
+                line = json.dumps(
+                    {"epoch": int(epoch), "step": int(step), "phase": int(phase), "wall_time": now,
+                     "name": str(name), "value": finite_or_none(value)},
+                    allow_nan=False,
+                )
+                self._fh.write(line + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
 
     def close(self) -> None:
         self._fh.close()
@@ -200,5 +286,9 @@ class MetricsWriter:
     def __enter__(self) -> "MetricsWriter":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        with contextlib.suppress(OSError):  # the error in flight (a full disk) says more than this one
+            self.close()

@@ -52,7 +52,8 @@ from atft_core.model import ATFTGATFAN, FAN_PHASE, GAT_PHASE
 from atft_core.nn.fan import FanInputs, precompute_fan
 from atft_core.predictions import write_predictions
 from atft_core.plan import check_settings
-from atft_core.run_files import MetricsWriter, RunFiles, StatusFile, read_json, update_status, write_json_atomic
+from atft_core.run_files import (MetricsWriter, RunFiles, StatusFile, describe_os_error, read_json, update_status,
+                                 write_json_atomic)
 from atft_core.runs.seeds import combine_group, wait_for_run
 from atft_core.system import peak_memory, resolve_here
 
@@ -218,8 +219,7 @@ class Trainer:
             self.optimizer = _make_optimizer(cfg, self.model)
             if cfg.train.ema_decay > 0:
                 self.average = WeightAverage(self.model, cfg.train.ema_decay)
-                planned_steps = math.ceil(len(self.train_days) / cfg.train.days_per_step) * sum(cfg.train.phase_epochs)
-                if message := short_run_warning(cfg.train.ema_decay, planned_steps):
+                if message := short_run_warning(cfg.train.ema_decay, self.plan()["steps_planned"]):
                     status.warn(message)
             if cfg.model.use_gat:
                 self.graphs = GraphCache(self.panel.returns, self.panel.valid, self.panel.sectors, cfg.model, self.device)
@@ -257,6 +257,13 @@ class Trainer:
     def epochs_planned(self) -> int:
         return sum(self.cfg.train.phase_epochs) if self.is_deep else 1
 
+    def plan(self) -> dict[str, int]:
+        """The run's plan in epochs and optimiser steps, and the steps done (status.json: readers
+        estimate the time left from step progress, `atft_core.runs.progress`)."""
+        per_epoch = math.ceil(len(self.train_days) / self.cfg.train.days_per_step) if self.is_deep else 0
+        return {"epochs_planned": self.epochs_planned, "steps_per_epoch": per_epoch,
+                "steps_planned": per_epoch * self.epochs_planned, "step": self.progress.step}
+
     def write_config(self) -> None:
         facts = self.resolved_facts()
         write_json_atomic(self.files.config, {"config": self.cfg.to_dict(), "requested": self.requested, "resolved": facts})
@@ -283,6 +290,7 @@ class Trainer:
             else:
                 payload["model"] = self.model.state_dict()
             payload["optimizer"] = self.optimizer.state_dict()
+            payload["rng"] = _rng_state(self.device)
         else:
             payload["baseline"] = self.baseline.state_dict()
         return payload
@@ -299,6 +307,8 @@ class Trainer:
                     raise TrainingFailed(f"{self.files.last_checkpoint} was saved without a weight average; "
                                          "resume it with its own settings (train.ema_decay=0)")
                 self.average.load(state["model"], int(state["average_updates"]))
+            if "rng" in state:  # dropout then draws what the uninterrupted run drew
+                _set_rng_state(state["rng"], self.device)
         _truncate_metrics(self.files.metrics, self.progress.epoch)
         log.info("resumed from %s at epoch %d (step %d)", self.files.last_checkpoint, self.progress.epoch, self.progress.step)
         return int(state["phase"])
@@ -319,6 +329,7 @@ class Trainer:
         rng = np.random.default_rng(cfg.runtime.seed + self.progress.epoch)
         chunks = day_blocks(self.train_days, cfg.train.days_per_step, rng)
         steps_in_phase = len(chunks) * cfg.train.phase_epochs[phase]
+        self.status.set(epoch_steps_done=0, epoch_steps_planned=len(chunks))
         graphs, fan = self.phase_inputs(phase)
         sums: dict[str, float] = {}
         gat_norms: list[float] = []
@@ -348,6 +359,8 @@ class Trainer:
             if self.average is not None:
                 self.average.update(model)
             self.progress.step += 1
+            self.status.note(step=self.progress.step, epoch_steps_done=i + 1,
+                             seconds_per_step=(time.perf_counter() - started) / (i + 1))
             rows += int(batch.day.numel())
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
@@ -397,17 +410,23 @@ class Trainer:
         if not self.is_deep:
             return self.fit_baseline(metrics)
         cfg, p = self.cfg, self.progress
+        if not self.files.last_checkpoint.exists():  # a stop in the first epoch can resume from here
+            save_checkpoint(self.files.last_checkpoint, self.checkpoint_payload(start_phase))
         for phase in range(start_phase, len(PHASE_NAMES)):
             if phase > start_phase:
                 p.bad_epochs = 0
             while p.phase_epochs_done[phase] < cfg.train.phase_epochs[phase]:
-                epoch_in_phase = p.phase_epochs_done[phase]
+                if self.stop_requested:
+                    return "stopped"
+                epoch_in_phase, step_before = p.phase_epochs_done[phase], p.step
                 self.status.set(phase=phase, phase_name=PHASE_NAMES[phase], epoch=p.epoch)
                 values = self.train_epoch(phase, epoch_in_phase, metrics)
                 if self.stop_requested:
-                    save_checkpoint(self.files.last_checkpoint, self.checkpoint_payload(phase))
+                    self._discard_partial_epoch(step_before)
                     return "stopped"
+                validation_started = time.perf_counter()
                 values.update(self.validate(phase))
+                values["val_seconds"] = time.perf_counter() - validation_started
                 p.epoch += 1
                 p.phase_epochs_done[phase] += 1
                 improved = self._track_best(values.get("val/rank_ic"))
@@ -420,13 +439,24 @@ class Trainer:
                 log.info("epoch %d phase %d (%s): train/loss=%.4f val/rank_ic=%s val/ic=%s alpha=%.3f %.1fs %.0f stock-days/s",
                          p.epoch, phase, PHASE_NAMES[phase], values["train/loss"], _fmt(values.get("val/rank_ic")),
                          _fmt(values.get("val/ic")), values["gat/alpha"], values["epoch_seconds"], values["samples_per_second"])
-                self.status.set(epoch=p.epoch, best_rank_ic=_finite(p.best_rank_ic), best_epoch=p.best_epoch)
+                self.status.set(epoch=p.epoch, best_rank_ic=_finite(p.best_rank_ic), best_epoch=p.best_epoch,
+                                val_seconds=values["val_seconds"])
                 if cfg.train.early_stopping_patience and p.bad_epochs >= cfg.train.early_stopping_patience:
                     remaining = cfg.train.phase_epochs[phase] - p.phase_epochs_done[phase]
                     p.skipped_epochs += remaining
                     log.info("early stopping in phase %d after %d epochs without a better val/rank_ic", phase, p.bad_epochs)
                     break
         return "early_stopped" if p.skipped_epochs else "completed"
+
+    def _discard_partial_epoch(self, step_before: int) -> None:
+        """A stop mid-epoch keeps last.pt at the end of the previous epoch: a resume repeats the
+        whole epoch, so the run takes the steps (and in safe mode reaches the metrics) of one
+        that was never stopped."""
+        done, planned = self.status.get("epoch_steps_done", 0), self.status.get("epoch_steps_planned", 0)
+        log.info("stopped during epoch %d after %d of %d steps: those steps are discarded; a resume repeats "
+                 "the epoch from last.pt (end of epoch %d)", self.progress.epoch + 1, done, planned, self.progress.epoch)
+        self.progress.step = step_before
+        self.status.set(step=step_before, epoch_steps_done=0)
 
     def _track_best(self, rank_ic: float | None) -> bool:
         p = self.progress
@@ -516,6 +546,20 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """torch's generators (dropout draws from them), for a resume that continues their streams."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
 # ---------------------------------------------------------------------------------------------
 # Entry point
 
@@ -534,8 +578,11 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
     files.checkpoints.mkdir(exist_ok=True)
     _setup_logging(files)
     status = StatusFile(files, requested.runtime.heartbeat_seconds)
-    status.set(state="queued" if after else "running", pid=os.getpid(), started=time.time(), ended=None, error=None,
-               phase_name=f"waiting for {Path(after).name}" if after else "")
+    now = time.time()
+    # A resumed run keeps its first start: its elapsed time and duration span every launch.
+    started = (status.get("started") if resume else None) or now
+    status.set(state="queued" if after else "running", pid=os.getpid(), started=started, launch_started=now,
+               ended=None, error=None, phase_name=f"waiting for {Path(after).name}" if after else "")
     status.start()
     trainer: Trainer | None = None
     # Installed first, so a stop during start-up (panel loading) is honoured too.
@@ -544,9 +591,10 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
     try:
         if after is not None:
             if not wait_for_run(Path(after), stop_event, requested.runtime.heartbeat_seconds):
-                status.set(state="stopped", ended=time.time(), error=f"stopped while waiting for {Path(after).name}")
+                status.finish(state="stopped", ended=time.time(), error=f"stopped while waiting for {Path(after).name}")
                 return "stopped"
-            status.set(state="running", started=time.time(), phase_name="")
+            status.set(state="running", started=time.time(), launch_started=time.time(), phase_name="")
+        status.training_started()
         cfg = resolve_here(requested)
         _configure_torch(cfg)
         _seed_everything(cfg.runtime.seed)
@@ -554,19 +602,22 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
         trainer.stop_event = stop_event
         start_phase = trainer.restore() if resume and files.last_checkpoint.exists() else 0
         trainer.write_config()
-        status.set(epochs_planned=trainer.epochs_planned, device=str(trainer.device))
+        status.set(device=str(trainer.device), **trainer.plan())
         with MetricsWriter(files.metrics) as metrics:
             state = trainer.fit(start_phase, metrics)
             if state != "stopped":
                 trainer.final_evaluation(metrics)
-        status.set(state=state, ended=time.time(), epoch=trainer.progress.epoch)
+        status.training_stopped()
+        status.finish(state=state, ended=time.time(), epoch=trainer.progress.epoch)
         log.info("run %s", state)
         if ensemble_of and state in ("completed", "early_stopped"):
             combine_group(files, ensemble_of, status)
         return state
     except Exception as exc:  # the run's outcome is recorded, whatever went wrong
-        log.exception("run failed")
-        status.set(state="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}")
+        error = describe_os_error(exc, files.root) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        status.training_stopped()
+        status.finish(state="failed", ended=time.time(), error=error)   # first: on a full disk the log may not fit
+        log.exception("run failed: %s", error)
         return "failed"
     finally:
         for signum, handler in previous.items():

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import polars as pl
 import pytest
@@ -22,7 +26,7 @@ TINY = {
 }
 
 
-MEASURED = ("epoch_seconds", "samples_per_second", "memory/peak_rss_gib")
+MEASURED = ("epoch_seconds", "val_seconds", "samples_per_second", "memory/peak_rss_gib")
 """Metrics that measure the machine, not the model: they differ between identical runs."""
 
 
@@ -161,6 +165,69 @@ def test_ctrl_c_stops_the_trainer_cleanly_and_the_run_resumes(demo_dataset, tmp_
     assert files.last_checkpoint.is_file()
     short = tiny_config(demo_dataset, **{"train.phase_epochs": (status["epoch"] + 1, 0, 0, 0)})
     assert run_training(short, files.root, resume=True) == "completed"
+
+
+def _stop_when(files: RunFiles, ready) -> threading.Thread:
+    """SIGTERM to this process once `ready(status)`: run_training's handler turns it into a stop."""
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if ready(read_json(files.status) or {}):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.002)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_stop_mid_epoch_then_resume_matches_an_uninterrupted_run(demo_dataset, tmp_path):
+    """Issue 17.8: the stopped epoch's optimizer steps are discarded, not kept and then taken
+    again, and the generators continue their streams: in safe mode the resumed run has the
+    uninterrupted run's step counts and every per-epoch metric."""
+    cfg = tiny_config(demo_dataset, **{"runtime.heartbeat_seconds": 0.02, "train.early_stopping_patience": 0})
+    whole, parted = RunFiles(tmp_path / "whole"), RunFiles(tmp_path / "parted")
+    assert run_training(cfg, whole.root) == "completed"
+    steps = read_json(whole.status)["steps_per_epoch"]
+    mid_second = lambda s: s.get("epoch") == 1 and 3 <= s.get("epoch_steps_done", 0) < steps  # noqa: E731
+    watcher = _stop_when(parted, mid_second)
+    assert run_training(cfg, parted.root) == "stopped"
+    watcher.join()
+    status = read_json(parted.status)
+    assert status["state"] == "stopped" and status["epoch"] == 1 and status["step"] == steps
+    assert "stopped during epoch 2 after" in parted.log.read_text()
+    assert run_training(cfg, parted.root, resume=True) == "completed"
+
+    def per_epoch(files: RunFiles) -> list[tuple]:
+        return [(r["epoch"], r["step"], r["phase"], r["name"], r["value"]) for r in metric_rows(files)
+                if r["name"] not in MEASURED]
+    assert per_epoch(parted) == per_epoch(whole)
+    assert read_json(parted.status)["step"] == read_json(whole.status)["step"] == 3 * steps
+
+
+def test_a_stop_in_the_first_epoch_can_be_resumed(demo_dataset, tmp_path):
+    files = RunFiles(tmp_path / "early")
+    cfg = tiny_config(demo_dataset, **{"runtime.heartbeat_seconds": 0.02, "train.phase_epochs": (1, 0, 0, 0)})
+    watcher = _stop_when(files, lambda s: s.get("epoch_steps_done", 0) >= 2)
+    assert run_training(cfg, files.root) == "stopped"
+    watcher.join()
+    assert read_json(files.status)["step"] == 0 and files.last_checkpoint.is_file()   # the state before epoch 1
+    assert run_training(cfg, files.root, resume=True) == "completed"
+
+
+def test_resume_keeps_the_first_start_and_sums_active_time(demo_dataset, tmp_path):
+    """Issue 17.9: elapsed time and duration span every launch; active_seconds adds up the
+    time each launch trained."""
+    files = RunFiles(tmp_path / "twice")
+    run_training(tiny_config(demo_dataset, **{"train.phase_epochs": (1, 0, 0, 0)}), files.root)
+    first = read_json(files.status)
+    time.sleep(0.5)
+    run_training(tiny_config(demo_dataset, **{"train.phase_epochs": (2, 0, 0, 0)}), files.root, resume=True)
+    second = read_json(files.status)
+    assert second["started"] == first["started"] and second["launch_started"] > first["ended"]
+    this_launch = second["ended"] - second["launch_started"]
+    assert second["active_seconds"] == pytest.approx(first["active_seconds"] + this_launch, abs=0.5)
+    assert second["active_seconds"] < second["ended"] - second["started"] - 0.4   # the pause is not active time
 
 
 def test_neutralize_names_must_be_loaded_features_and_a_neutralized_run_trains(demo_dataset, tmp_path):

@@ -35,6 +35,7 @@ import psutil
 
 from atft_core.paths import UnsafePathError, check_run_id, run_path
 from atft_core.run_files import FINAL_STATES, RunFiles, read_json
+from atft_core.runs.progress import run_progress
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -139,11 +140,25 @@ class RunSummary:
     latest: dict[str, float | None] = field(default_factory=dict)
     """Last logged value of every metric name."""
     last_metric_epoch: int | None = None
+    step: int | None = None
+    """Optimizer steps done (status.json; the trainer's plan and progress: atft_core.runs.progress)."""
+    steps_planned: int | None = None
+    epoch_steps_done: int | None = None
+    """Steps done inside the current epoch (a progress bar inside the epoch)."""
+    epoch_steps_planned: int | None = None
+    progress: float | None = None
+    """Share of the planned steps done."""
+    eta_seconds: float | None = None
+    """Estimated seconds until a live run ends, from its step rate (None when not known yet)."""
     created: float | None = None
     started: float | None = None
+    """When the run first started training (kept when it is resumed)."""
     updated: float | None = None
     ended: float | None = None
     duration: float | None = None
+    """Wall time from the first start to the end (or now): spans every launch and the pauses."""
+    active_seconds: float | None = None
+    """Time spent training, summed over every launch (status.json `active_seconds`)."""
     pid: int | None = None
 
     @property
@@ -198,6 +213,7 @@ def _summary(files: RunFiles, now: float) -> RunSummary:
     data, model, loss, train = (config.get(k) or {} for k in ("data", "model", "loss", "train"))
     started = status.get("started") or info.get("created")
     end = status.get("ended") if state in FINAL_STATES else (status.get("updated") if state == "crashed" else now)
+    progress = run_progress(status, now, live=state in LIVE_STATES)
     return RunSummary(
         id=files.root.name, name=info.get("name", ""), tags=list(info.get("tags") or []),
         note=info.get("note", ""), status=state, reason=reason, warnings=_warnings(status),
@@ -208,10 +224,12 @@ def _summary(files: RunFiles, now: float) -> RunSummary:
         mode=train.get("mode", ""), device=(config.get("runtime") or {}).get("device", ""),
         epoch=status.get("epoch"), epochs_planned=status.get("epochs_planned"),
         phase=status.get("phase"), phase_name=status.get("phase_name") or "",
-        created=info.get("created"), started=started,
+        step=progress.step, steps_planned=progress.steps_planned, epoch_steps_done=progress.epoch_steps_done,
+        epoch_steps_planned=progress.epoch_steps_planned, progress=progress.fraction,
+        eta_seconds=progress.eta_seconds, created=info.get("created"), started=started,
         updated=status.get("updated"), ended=status.get("ended"),
         duration=(float(end) - float(started)) if started and end else None,
-        pid=info.get("pid") or status.get("pid"),
+        active_seconds=status.get("active_seconds"), pid=info.get("pid") or status.get("pid"),
     )
 
 
