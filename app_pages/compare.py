@@ -1,13 +1,16 @@
-"""Compare: overlay metrics of several runs, best/final table, config diff, CSV export, the
-paired difference of daily RankIC against a reference run (interval and t), the runs side by
-side after trading costs, and combining the chosen runs into an ensemble run."""
+"""Compare: several metrics of several runs as a grid (live while one trains), best/final table
+with a column per run, config diff, CSV export, the paired difference of daily RankIC against a
+reference run (interval and t), the runs side by side after trading costs, and combining the
+chosen runs into an ensemble run."""
 
 import streamlit as st
 
 from atft_core import runs
 from atft_core.run_files import RunFiles, read_json
 from atft_core.runs.ensemble import build_ensemble
-from ui import charts, evaluation_view, live, logic, state
+from ui import compare_view, evaluation_view, live, logic, state
+
+REFRESH_SECONDS = 2
 
 st.title("Compare runs")
 runs_dir = state.runs_dir()
@@ -22,38 +25,34 @@ tags = cols[1].multiselect("Tag", sorted({t for r in all_runs for t in r["tags"]
 datasets = cols[2].multiselect("Dataset", sorted({r["dataset"] for r in all_runs if r["dataset"]}))
 text = cols[3].text_input("Search id / name / tag")
 shown = logic.filter_runs(all_runs, statuses=statuses, tags=tags, datasets=datasets, text=text)
-labels = {r["id"]: f"{r['name'] or r['id']} ({r['id']}, {r['status']})" for r in shown}
-chosen = st.multiselect("Runs", list(labels), default=list(labels)[:2], format_func=labels.get, key="compare_runs")
+names_by_id = logic.run_labels(all_runs)
+status_by_id = {r["id"]: r["status"] for r in all_runs}
+chosen = st.multiselect("Runs (finished ones are chosen first)", [r["id"] for r in shown],
+                        default=logic.default_compared(shown), key="compare_runs",
+                        format_func=lambda rid: f"{names_by_id[rid]} · {status_by_id[rid]} · {rid}")
 if not chosen:
     st.info("Choose at least one run.")
     st.stop()
 
-metrics = live.metrics(runs_dir, chosen)
-names = sorted(metrics["name"].unique().to_list())
+names = sorted(live.metrics(runs_dir, chosen)["name"].unique().to_list())
 if not names:
     st.info("The chosen runs have not logged any metrics yet.")
     st.stop()
-cols = st.columns(3)
-name = cols[0].selectbox("Metric", names, index=names.index("val/rank_ic") if "val/rank_ic" in names else 0)
-x = cols[1].radio("x axis", ["epoch", "seconds"], format_func={"epoch": "epoch", "seconds": "wall time"}.get, horizontal=True)
-weight = cols[2].slider("Smoothing (EMA weight; raw lines stay visible)", 0.0, 0.95, 0.0, 0.05)
-names_by_id = {r["id"]: r["name"] or r["id"] for r in all_runs}
-legend = names_by_id if len(set(names_by_id[c] for c in chosen)) == len(chosen) else None
-frame = logic.compare_frame(metrics, name, x, weight, legend)
-st.altair_chart(charts.compare_chart(frame, x, smoothed=weight > 0))
-
-st.subheader("Best and final metrics")
-st.dataframe(logic.best_and_final(metrics, logic.headline_metrics(names)), hide_index=True)
+picked = compare_view.metric_choice(names)
+cols = st.columns(2)
+x = cols[0].radio("x axis", list(compare_view.X_AXES), format_func=compare_view.X_AXES.get, horizontal=True)
+weight = cols[1].slider("Smoothing (EMA weight; raw lines stay visible)", 0.0, 0.95, 0.0, 0.05)
+starts = {r["id"]: r["started"] for r in all_runs if r["id"] in chosen and r["started"]}
+compare_view.live_section(runs_dir, {rid: status_by_id[rid] for rid in chosen}, x, weight, picked, names_by_id,
+                          starts, REFRESH_SECONDS)
 
 st.subheader("Settings that differ")
 configs = {rid: (read_json(RunFiles(runs_dir / rid).config) or {}).get("config", {}) for rid in chosen}
-diff = logic.config_diff(configs)
+diff = logic.config_diff({names_by_id[rid]: cfg for rid, cfg in configs.items()})
 if diff:
     st.table(diff)
 else:
     st.caption("The chosen runs have identical settings.")
-
-st.download_button("Download selected metrics (CSV)", metrics.write_csv(), file_name="metrics.csv", mime="text/csv")
 
 st.subheader("Is the difference real? Daily RankIC against a reference run")
 finished = {rid: cfg for rid, cfg in configs.items() if RunFiles(runs_dir / rid).predictions.is_file()}

@@ -6,22 +6,24 @@ import streamlit as st
 from atft_core.runs.launch import launch_run
 from atft_core.runs.seeds import MAX_SEEDS, launch_seeds
 from atft_core.system import preflight, verdict
-from ui import state, views
-from ui.form import config_form, dataset_paths
+from ui import form, state, views
 
 st.title("New run")
-datasets = dataset_paths(state.data_dir())
+datasets = form.dataset_paths(state.data_dir())
+if source := st.session_state.pop("prefilled_from", None):
+    st.info(f"The form holds the settings of run {source}: change what you want and launch.")
 with st.expander("Datasets in the data folder", expanded=True):
     views.datasets_table(datasets)
 
+form.restore(datasets)
 cols = st.columns([2, 2, 1])
 name = cols[0].text_input("Run name", key="run_name")
 tags = cols[1].text_input("Tags (comma-separated)", key="run_tags")
-seeds = int(cols[2].number_input("Seeds", min_value=1, max_value=MAX_SEEDS, value=1, step=1, key="run_seeds",
+seeds = int(cols[2].number_input("Seeds", min_value=1, max_value=MAX_SEEDS, step=1, key="run_seeds",
                                  help="More than one: a seed group. The runs train one after another with "
                                       "runtime.seed, seed + 1, ...; the last one combines them into an ensemble "
                                       "run (per-date mean of z-scored predictions)."))
-cfg = config_form(datasets)
+cfg = form.config_form(datasets)
 
 if cfg is not None:
     st.subheader("Pre-flight checks" + (f" (for {seeds} runs, one at a time)" if seeds > 1 else ""))

@@ -602,6 +602,15 @@ def merge_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[s
     return merged
 
 
+def parse_field(key: str, value: Any) -> Any:
+    """Setting `key` ('section.name') parsed from `value` (a form's text, a JSON value) with the
+    rules of `RunConfig.from_dict`; ConfigError naming the field if it does not parse. Range and
+    cross-field rules stay `validate`'s: a form parses every field first, so that one bad
+    field does not hide the problems of the others."""
+    section, name = _split_key(key)
+    return _coerce(value, field_types(SECTIONS[section])[name], key)
+
+
 def build_config(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults <- JSON file <- dotted overrides, validated."""
     values = load_config_file(config_file) if config_file else {}

@@ -42,14 +42,22 @@ def test_phase_boundaries_best_epoch_and_best_final_table():
     m = _metrics([
         ("r", 1, 10, 0, 1.0, "val/rank_ic", 0.01), ("r", 2, 20, 1, 2.0, "val/rank_ic", 0.05),
         ("r", 3, 30, 2, 3.0, "val/rank_ic", 0.03), ("r", 3, 30, 2, 3.0, "val/loss", 0.9),
-        ("r", 2, 20, 1, 2.0, "val/loss", 0.8),
+        ("r", 2, 20, 1, 2.0, "val/loss", 0.8), ("r", 3, 30, -1, 4.0, "test/ic", 0.02),
     ])
     assert logic.phase_boundaries(m) == [{"phase": 1, "epoch": 2}, {"phase": 2, "epoch": 3}]
+    assert logic.phase_boundaries(m, "step") == [{"phase": 1, "step": 20}, {"phase": 2, "step": 30}]
     assert logic.best_epoch(m) == 2
-    table = logic.best_and_final(m, ["val/rank_ic", "val/loss"]).to_dicts()
-    loss, ric = table
-    assert (loss["best"], loss["best_epoch"], loss["final"]) == (0.8, 2, 0.9)  # lower loss is better
-    assert (ric["best"], ric["best_epoch"], ric["final_epoch"]) == (0.05, 2, 3)
+    rules = logic.chart_rules(m, ("baseline", "fan", "gat"), "step")
+    assert [(r["step"], r["kind"]) for r in rules] == [(20.0, "phase start"), (30.0, "phase start"), (20.0, "best epoch")]
+    assert rules[0]["label"] == "phase fan starts" and rules[2]["label"] == "best epoch (val/rank_ic): 2"
+    table = logic.best_and_final(m, ["val/rank_ic", "val/loss", "test/ic"], {"r": "my run"}).to_dicts()
+    assert table == [  # one column per run, by name; lower loss is better; a metric logged once: one row
+        {"metric": "test/ic", "value": "value", "my run": "0.02 (epoch 3)"},
+        {"metric": "val/loss", "value": "best", "my run": "0.8 (epoch 2)"},
+        {"metric": "val/loss", "value": "final", "my run": "0.9 (epoch 3)"},
+        {"metric": "val/rank_ic", "value": "best", "my run": "0.05 (epoch 2)"},
+        {"metric": "val/rank_ic", "value": "final", "my run": "0.03 (epoch 3)"},
+    ]
 
 
 def test_compare_frame_keeps_raw_values_and_smooths_only_when_asked():
@@ -59,7 +67,28 @@ def test_compare_frame_keeps_raw_values_and_smooths_only_when_asked():
     smoothed = logic.compare_frame(m, "val/ic", "seconds", 0.5)
     assert smoothed["value"].to_list() == [1.0, 0.0, 1.0, 0.0]
     assert smoothed["smoothed"].to_list() == [1.0, 0.5, 0.75, 0.375]
-    assert smoothed["seconds"].to_list() == [0.0, 1.0, 2.0, 3.0]
+    assert smoothed["seconds"].to_list() == [0.0, 1.0, 2.0, 3.0]   # no start known: from the first metric
+
+
+def test_compare_wall_time_starts_at_the_run_start():
+    m = _metrics([("a", e, e, 0, 100.0 + 10 * e, "val/ic", 0.1) for e in range(1, 3)]
+                 + [("b", 1, 1, 0, 500.0, "val/ic", 0.2)])
+    frame = logic.compare_frame(m, "val/ic", "seconds", 0.0, starts={"a": 95.0})
+    assert frame.filter(pl.col("run") == "a")["seconds"].to_list() == [15.0, 25.0]  # epoch 1 ended 15 s in
+    assert frame.filter(pl.col("run") == "b")["seconds"].to_list() == [0.0]
+
+
+def test_run_labels_actions_and_queued_note():
+    runs = [{"id": "a", "name": "x"}, {"id": "b", "name": "x"}, {"id": "c", "name": ""}, {"id": "d", "name": "y"}]
+    assert logic.run_labels(runs) == {"a": "x (a)", "b": "x (b)", "c": "c", "d": "y"}
+    assert logic.default_compared([{"id": i, "status": s} for i, s in
+                                   [("1", "running"), ("2", "completed"), ("3", "crashed"), ("4", "early_stopped"),
+                                    ("5", "failed"), ("6", "stopped")]]) == ["2", "4"]
+    assert logic.run_actions("running", True) == logic.run_actions("queued", False) == ("stop",)
+    assert logic.run_actions("completed", True) == logic.run_actions("crashed", False) == ()
+    assert logic.run_actions("stopped", True) == ("resume",) and logic.run_actions("stopped", True, trains=False) == ()
+    assert "seed group" in logic.queued_note("waiting for 2024-a") and "seed group" not in logic.queued_note("gat")
+    assert logic.tag_changes(["a", "b"], " b, c,, c") == (["c"], ["a"])
 
 
 def test_filter_runs_eta_and_headlines():

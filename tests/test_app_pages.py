@@ -7,6 +7,8 @@ folders. AppTest never fires `run_every` timers: following a run means calling r
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -75,6 +77,10 @@ def widget(at: AppTest, kind: str, key: str):
     return next(w for w in getattr(at, kind) if w.key == key)
 
 
+def download_labels(at: AppTest) -> list[str]:
+    return [d.proto.label for d in at.get("download_button")]
+
+
 def launch_button(at: AppTest):
     return next(b for b in at.button if b.label == "Launch")
 
@@ -97,20 +103,36 @@ def test_new_run_shows_datasets_and_config_defaults(dirs):
     assert widget(at, "text_input", "cfg.train.phase_epochs").value == ", ".join(map(str, TrainConfig().phase_epochs))
     assert widget(at, "selectbox", "cfg.model.kind").value == ModelConfig().kind
     assert widget(at, "selectbox", "cfg.data.path").value.endswith("demo.parquet")
-    checks = at.dataframe[1].value
+    checks = at.table[0].value
     assert {"dataset", "device"} <= set(checks["check"]) and set(checks["verdict"]) <= {"pass", "warn", "fail"}
 
 
 def test_invalid_input_is_explained_next_to_the_field(dirs):
-    at = set_fields(app(), {"train.lr": "abc", "model.hidden_size": -8})
+    at = set_fields(app(), {"train.lr": "abc", "model.hidden_size": -8, "model.gat_dropout": "2"})
     no_exceptions(at)
     errors = texts(at, "error")
-    assert any(e.startswith("train.lr: expected a number, got 'abc'") for e in errors), errors
-    assert any("Invalid settings" in e and "train.lr" in e for e in errors)
+    assert [e for e in errors if "got 'abc'" in e] == ["train.lr: expected a number, got 'abc'"]  # once, not twice
+    assert [e for e in errors if e.startswith("model.hidden_size")]  # the parse error hides nothing
+    assert [e for e in errors if e.startswith("model.gat_dropout")]      # ... not even under Advanced
+    summary = next(e for e in errors if "to fix before launch" in e)
+    assert all(f in summary for f in ("train.lr", "model.hidden_size", "model.gat_dropout")) and "Advanced" in summary
     assert not [b for b in at.button if b.label == "Launch"]  # nothing to launch, no checklist
     at = set_fields(at, {"train.lr": "0.01"})
     assert not any("train.lr" in e for e in texts(at, "error"))
     assert any(e.startswith("model.hidden_size") for e in texts(at, "error"))
+
+
+def test_new_run_form_keeps_its_values_when_you_come_back(dirs):
+    at = set_fields(app(), {"model.hidden_size": 48, "train.lr": "0.002", "model.kind": "ridge", "data.lookback": 7})
+    at.text_input(key="run_name").set_value("kept").run()
+    at.number_input(key="run_seeds").set_value(3).run()
+    at = open_page(open_page(at, "system"), "new_run")
+    no_exceptions(at)
+    assert widget(at, "number_input", "cfg.model.hidden_size").value == 48
+    assert widget(at, "text_input", "cfg.train.lr").value == "0.002"
+    assert widget(at, "selectbox", "cfg.model.kind").value == "ridge"
+    assert widget(at, "number_input", "cfg.data.lookback").value == 7
+    assert (at.text_input(key="run_name").value, at.number_input(key="run_seeds").value) == ("kept", 3)
 
 
 def test_preflight_fail_blocks_launch(dirs):
@@ -120,7 +142,7 @@ def test_preflight_fail_blocks_launch(dirs):
     bad = str((data / "broken.parquet").resolve())
     at = set_fields(at, {"data.path": bad})
     no_exceptions(at)
-    checks = at.dataframe[1].value
+    checks = at.table[0].value
     assert checks[checks["check"] == "dataset"].iloc[0]["verdict"] == "fail"
     assert any("Launch is blocked" in e for e in texts(at, "error"))
     assert launch_button(at).disabled
@@ -160,8 +182,7 @@ def test_launch_tiny_demo_run_and_follow_it_to_the_end(dirs):
     assert len(weights) == validate_dataset(dirs[0] / "demo.parquet").n_features
     resolved = next(d.value for d in at.dataframe if "requested" in d.value.columns)
     assert "runtime.device" in set(resolved["setting"])  # 'auto' as requested, 'cpu' as run
-    checkpoints = [d for d in at.dataframe if "file" in d.value.columns]
-    assert {"best.pt", "last.pt"} <= set(checkpoints[0].value["file"])
+    assert {"Download best.pt", "Download last.pt", "Download predictions (CSV)"} <= set(download_labels(at))
     # Back on New run with the same settings (a second click of that submission): no new run.
     at = set_fields(set_fields(open_page(at, "new_run"), TINY), {})
     at.text_input(key="run_name").set_value("tiny").run()
@@ -206,13 +227,13 @@ def test_seed_group_launches_from_new_run(dirs):
 # Run, Compare, System, Data on run folders in the real format
 
 
-def fake_run(runs: Path, run_id: str, hidden: int, rank_ics: list[float], tags=("t",)) -> None:
+def fake_run(runs: Path, run_id: str, hidden: int, rank_ics: list[float], tags=("t",), state="completed") -> None:
     files = RunFiles(runs / run_id)
     files.checkpoints.mkdir(parents=True)
     cfg = RunConfig().replace(**{"model.hidden_size": hidden}).to_dict()
     write_json_atomic(files.config, {"config": cfg, "requested": cfg, "resolved": {}})
     write_json_atomic(files.run_info, {"id": run_id, "name": f"n-{run_id}", "tags": list(tags), "created": time.time()})
-    update_status(files, state="completed", epoch=len(rank_ics), epochs_planned=len(rank_ics), phase=1,
+    update_status(files, state=state, epoch=len(rank_ics), epochs_planned=len(rank_ics), phase=1,
                   started=time.time() - 10, ended=time.time())
     with MetricsWriter(files.metrics) as writer:
         for epoch, value in enumerate(rank_ics, start=1):
@@ -225,16 +246,22 @@ def test_compare_shows_only_settings_that_differ_and_best_final(dirs):
     runs.mkdir()
     fake_run(runs, "run-a", 16, [0.01, 0.04, 0.02])
     fake_run(runs, "run-b", 32, [0.03, 0.02])
+    fake_run(runs, "run-c", 64, [0.05], state="failed")
+    fake_run(runs, "run-d", 64, [0.05], state="running")   # fresh heartbeat, no process to check: running
     at = open_page(app(), "compare")
     no_exceptions(at)
-    assert sorted(at.multiselect(key="compare_runs").value) == ["run-a", "run-b"]
+    assert sorted(at.multiselect(key="compare_runs").value) == ["run-a", "run-b"]  # finished runs only
     diff = at.table[0].value
     assert diff["setting"].tolist() == ["model.hidden_size"]
-    assert sorted(diff.iloc[0][["run-a", "run-b"]].tolist()) == ["16", "32"]
-    table = next(d.value for d in at.dataframe if "best" in d.value.columns)
-    best = table[(table["run"] == "run-a") & (table["metric"] == "val/rank_ic")].iloc[0]
-    assert (best["best"], best["best_epoch"], best["final"]) == (0.04, 2, 0.02)
+    assert sorted(diff.iloc[0][["n-run-a", "n-run-b"]].tolist()) == ["16", "32"]  # a column per run, by name
+    table = next(d.value for d in at.dataframe if "n-run-a" in d.value.columns)
+    best = table[(table["metric"] == "val/rank_ic") & (table["value"] == "best")].iloc[0]
+    final = table[(table["metric"] == "val/rank_ic") & (table["value"] == "final")].iloc[0]
+    assert (best["n-run-a"], final["n-run-a"], best["n-run-b"]) == ("0.04 (epoch 2)", "0.02 (epoch 3)", "0.03 (epoch 1)")
     assert at.get("download_button")
+    assert [c.proto.spec for c in at.get("vega_lite_chart")] and len(at.get("vega_lite_chart")) == 1
+    at.multiselect(key="compare_metrics").set_value(["val/rank_ic", "val/loss", "train/loss"]).run()
+    assert len(at.get("vega_lite_chart")) == 3   # several metrics at once, as a grid
     at.multiselect(key="compare_runs").set_value(["run-a"]).run()
     assert "The chosen runs have identical settings." in texts(at, "caption")
 
@@ -265,6 +292,9 @@ def test_compare_combines_finished_runs_into_an_ensemble_run(dirs):
     assert not [b for b in at.button if b.label == "Resume"]
 
 
+ACTIONS = ("Stop", "Resume")
+
+
 def test_run_page_of_a_finished_run_without_predictions(dirs):
     _, runs = dirs
     runs.mkdir()
@@ -274,11 +304,84 @@ def test_run_page_of_a_finished_run_without_predictions(dirs):
     assert [m.value for m in at.metric if m.label == "Epoch"] == ["3 / 3"]
     assert [m.value for m in at.metric if m.label == "Best val RankIC"] == ["0.0400"]
     assert any("no predictions" in i for i in texts(at, "info"))
-    assert [b.label for b in at.button] == ["Resume"]
+    assert not [b for b in at.button if b.label in ACTIONS]       # completed: nothing to resume
+    assert "The run has completed: nothing is left to train." in texts(at, "caption")
     assert not texts(at, "warning")
     update_status(RunFiles(runs / "run-a"), warnings=["predictions degenerate: val/pred_std=1e-07"])
     at.run()
     assert texts(at, "warning") == ["predictions degenerate: val/pred_std=1e-07"]   # the trainer's warnings show
+
+
+def dead_process_run(runs: Path, run_id: str) -> None:
+    """A run whose status says running but whose process is gone: the reader calls it crashed."""
+    fake_run(runs, run_id, 16, [0.01], state="running")
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    info = read_json(RunFiles(runs / run_id).run_info)
+    write_json_atomic(RunFiles(runs / run_id).run_info, {**info, "pid": proc.pid, "proc_start_time": 1.0})
+
+
+@pytest.mark.parametrize("state, last_pt, offered", [
+    ("completed", True, []), ("early_stopped", True, []), ("failed", False, []), ("crashed", False, []),
+    ("crashed", True, ["Resume"]), ("stopped", True, ["Resume"]), ("failed", True, ["Resume"]),
+    ("running", True, ["Stop"]),
+])
+def test_run_page_offers_only_the_action_that_can_work(dirs, state, last_pt, offered):
+    _, runs = dirs
+    runs.mkdir()
+    if state == "crashed":
+        dead_process_run(runs, "r")
+    else:
+        fake_run(runs, "r", 16, [0.01], state=state)
+    if last_pt:
+        (RunFiles(runs / "r").last_checkpoint).write_bytes(b"x")
+    at = open_page(app(), "run")
+    no_exceptions(at)
+    assert [m.value for m in at.metric if m.label == "Status"] == [state]
+    assert [b.label for b in at.button if b.label in ACTIONS] == offered
+
+
+def test_run_page_says_when_the_asked_run_does_not_exist(dirs):
+    _, runs = dirs
+    runs.mkdir()
+    fake_run(runs, "run-a", 16, [0.01, 0.04])
+    at = app()
+    for wanted, said in (("no-such-run", "There is no run 'no-such-run'"), ("../../etc", "'../../etc' may contain only")):
+        at.query_params["run"] = wanted
+        at = open_page(at, "run")
+        no_exceptions(at)
+        assert any(said in e for e in texts(at, "error")), texts(at, "error")
+        assert not [m for m in at.metric if m.label == "Status"]    # no other run shown in its place
+        assert at.selectbox[0].value is None
+
+
+def test_run_page_manages_the_run(dirs):
+    data, runs = dirs
+    runs.mkdir()
+    fake_run(runs, "run-a", 24, [0.01, 0.04], tags=("old", "keep"))
+    at = open_page(app(), "run")
+    next(t for t in at.text_input if t.label == "Name").set_value("renamed")
+    next(t for t in at.text_input if t.label == "Tags (comma-separated)").set_value("keep, new")
+    next(t for t in at.text_area if t.label == "Note").set_value("lr too high?")
+    next(b for b in at.button if b.label == "Save name, tags and note").click().run()
+    no_exceptions(at)
+    info = read_json(RunFiles(runs / "run-a").run_info)
+    assert (info["name"], info["tags"], info["note"]) == ("renamed", ["keep", "new"], "lr too high?")
+    assert any("Saved the name, tags and note" in s for s in texts(at, "success"))
+    assert at.selectbox[0].options == ["renamed · completed · run-a"]
+    next(b for b in at.button if b.label == "New run from this one").click().run()
+    no_exceptions(at)
+    assert texts(at, "title") == ["New run"]
+    assert any("settings of run run-a" in i for i in texts(at, "info"))
+    assert widget(at, "number_input", "cfg.model.hidden_size").value == 24
+    assert (at.text_input(key="run_name").value, at.text_input(key="run_tags").value) == ("renamed", "keep, new")
+    at = open_page(at, "run")
+    assert next(b for b in at.button if b.label == "Delete run").disabled     # not before the confirmation
+    next(c for c in at.checkbox if c.label.startswith("Delete run-a")).check().run()
+    next(b for b in at.button if b.label == "Delete run").click().run()
+    no_exceptions(at)
+    assert not (runs / "run-a").exists()
+    assert any("Deleted run run-a" in s for s in texts(at, "success")) or "No runs yet." in texts(at, "info")
 
 
 def test_system_page_shows_the_machine(dirs):

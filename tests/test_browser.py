@@ -7,10 +7,17 @@ text, not pixels; screenshots go to a temporary folder.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from scripts.screenshots import (CHROMIUM, RUN_TIMEOUT_S, fill, free_port, launch_browser, launch_tiny,
+from atft_core.runs.launch import stop_run
+
+from scripts.screenshots import (CHROMIUM, REPO, RUN_TIMEOUT_S, TINY, fill, free_port, launch_browser, launch_tiny,
                                  make_demo_data, settle, start_server, stop_server)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
@@ -72,6 +79,95 @@ def test_launch_follow_and_compare_in_a_real_browser(server):
         settle(page)
         body = page.locator("body").inner_text()
         assert "Settings that differ" in body and "model.hidden_size" in body
-        assert "browser (" in body and "other (" in body  # both runs chosen
+        assert "browser · completed" in body and "other · completed" in body  # both finished runs chosen
         page.screenshot(path=str(shots / "compare.png"), full_page=True)
         browser.close()
+
+
+def launch_with_cli(dataset: Path, runs: Path, tmp: Path, name: str, epochs: list[int]) -> str:
+    """A tiny run started by `python -m atft_core.runs launch`, as from a shell: the trainer
+    outlives the command (its parent is then not this test, which would leave it a zombie
+    that a stop from the app's process waits for in vain)."""
+    config = tmp / f"{name}.json"
+    config.write_text(json.dumps({**TINY, "data": {**TINY["data"], "path": str(dataset)},
+                                  "train": {**TINY["train"], "phase_epochs": epochs}}))
+    out = subprocess.run([sys.executable, "-m", "atft_core.runs", "--runs-dir", str(runs), "launch", "--config",
+                          str(config), "--name", name, "--force"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120, check=True)
+    return out.stdout.strip()
+
+
+def metric_value(page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def run_selector_text(page) -> str:
+    return page.get_by_role("combobox", name="Run").input_value()
+
+
+def button(page, name: str):
+    """A button of the page itself (the toolbar has a "Stop" of its own while a script runs)."""
+    return page.locator('[data-testid="stMain"]').get_by_role("button", name=name, exact=True)
+
+
+def visible_buttons(page, names: tuple[str, ...]) -> list[str]:
+    return [n for n in names if button(page, n).count()]
+
+
+def wait_until(page, check, timeout_s: float, what: str, every_ms: int = 100, watch=None):
+    """Poll `check()` until truthy; `watch()` runs at every poll (an invariant to assert)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if watch is not None:
+            watch()
+        value = check()
+        if value:
+            return value
+        page.wait_for_timeout(every_ms)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; the page says: "
+                         f"{page.locator('[data-testid=stMain]').inner_text()[:1000]}")
+
+
+def test_run_page_follows_the_live_state_and_stop_resume_never_show_together(server):
+    """Issue 17 defects 10 and 11, in a real browser with the real fragment refresh: the page is
+    opened while the run is queued and never reloaded."""
+    url, dataset, runs, tmp = server
+    run_id = launch_with_cli(dataset, runs, tmp, "long", epochs=[60, 0, 0, 0])
+    seen: list[str] = []
+
+    def never_both() -> None:
+        shown = visible_buttons(page, ("Stop", "Resume"))
+        seen.append(",".join(shown))
+        assert len(shown) < 2, f"Stop and Resume shown together after {seen[-5:]}"
+
+    def consistent() -> bool:
+        status = metric_value(page, "Status")
+        return status if f"· {status} ·" in run_selector_text(page) else ""
+
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = launch_browser(pw)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/run?run={run_id}")
+            page.get_by_role("heading", name="Run", exact=True).wait_for(timeout=30_000)
+            wait_until(page, lambda: metric_value(page, "Epoch").split(" / ")[0] not in ("0", ""), RUN_TIMEOUT_S,
+                       "the first epoch", every_ms=300)
+            wait_until(page, lambda: not page.get_by_text("config.json is written when the trainer starts").count()
+                       and not page.get_by_text("No checkpoints yet").count()
+                       and page.get_by_role("button", name="Download last.pt").count(), 10, "config and checkpoints")
+            assert wait_until(page, consistent, 10, "the selector to say what Status says") == "running"
+            button(page, "Stop").click()
+            wait_until(page, lambda: metric_value(page, "Status") == "stopped"
+                       and visible_buttons(page, ("Resume",)), 90, "stopped, with Resume", watch=never_both)
+            button(page, "Resume").click()
+
+            def no_seed_group_note() -> None:
+                never_both()
+                assert not page.get_by_text("a seed group trains one run at a time").count()
+
+            wait_until(page, lambda: metric_value(page, "Status") == "running", 90, "running again", watch=no_seed_group_note)
+            assert wait_until(page, consistent, 10, "the selector to follow the resume") == "running"
+            browser.close()
+    finally:
+        stop_run(runs, run_id, grace_seconds=30)

@@ -90,6 +90,9 @@ def test_delete_and_resume_rules(tmp_path: Path) -> None:
         launch.resume_run(tmp_path, "r1")
     assert launch.tag_run(tmp_path, "r1", "keep") == ["keep"]
     assert launch.tag_run(tmp_path, "r1", "keep", remove=True) == []
+    assert launch.rename_run(tmp_path, "r1", " better\x07 name ") == "better name"   # control characters go
+    assert cli.main(["--runs-dir", str(tmp_path), "rename", "r1", "cli name"]) == 0
+    assert runs.run_state(tmp_path, "r1").name == "cli name" and (tmp_path / "r1").is_dir()  # the id stays
     launch.delete_run(tmp_path, "r1")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(runs.RunError, match="no run"):

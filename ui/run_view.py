@@ -1,9 +1,15 @@
-"""Sections of the Run page: status and progress, live charts, config, checkpoints, feature weights
-(the evaluation sections are in ui/evaluation_view.py)."""
+"""Sections of the Run page: the run picker, status and progress, Stop / Resume, live charts,
+log, config, checkpoints and predictions with downloads, feature weights (the evaluation
+sections are in ui/evaluation_view.py).
+
+Each section is one function of the run's current summary or folder, so the page can redraw
+all of them on every refresh (nothing shown is older than the state it was drawn from).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -12,11 +18,51 @@ import streamlit as st
 from atft_core import runs
 from atft_core.config import PHASE_NAMES
 from atft_core.feature_weights import read_feature_weights
+from atft_core.paths import UnsafePathError, check_run_id
 from atft_core.run_files import RunFiles, read_json
-from atft_core.runs import ENSEMBLE_KIND
+from atft_core.runs import ENSEMBLE_KIND, launch
 
 from . import charts
-from .logic import best_epoch, eta_seconds, format_seconds, phase_boundaries, requested_vs_effective
+from .logic import (chart_rules, eta_seconds, format_seconds, queued_note, requested_vs_effective, run_actions,
+                    run_labels)
+
+Y_SCALES = ("auto", "linear", "log")
+"""The Run page's y-axis choice: each chart's own default (log for gradient norm and learning
+rate), or every chart linear, or every chart log (values <= 0 left out)."""
+
+
+PICK_KEY = "run_pick"
+
+
+def pick_run(all_runs: list[runs.RunSummary], wanted: str | None, runs_dir: Path) -> str | None:
+    """The run selector. A `wanted` id (from ?run=...) that names no run is said so, and
+    nothing is chosen for the user: another run shown silently would be mistaken for it.
+
+    The selector has a key, so that a label that changes with the run's status updates it in
+    place (a widget of a new identity would be drawn beside the old one until the run ends).
+    """
+    ids = [r.id for r in all_runs]
+    labels = run_labels([r.to_dict() for r in all_runs])
+    status = {r.id: r.status for r in all_runs}
+    if wanted and wanted not in ids:
+        try:
+            check_run_id(wanted)
+            st.error(f"There is no run {wanted!r} in {runs_dir}: it may have been deleted. Choose a run below.")
+        except UnsafePathError as exc:
+            st.error(f"{exc}. Choose a run below.")
+        st.session_state[PICK_KEY] = None
+    elif wanted or st.session_state.get(PICK_KEY) not in ids:
+        st.session_state[PICK_KEY] = wanted or ids[0]
+    return st.selectbox("Run", ids, key=PICK_KEY, placeholder="Choose a run", on_change=_picked,
+                        format_func=lambda i: f"{labels[i]} · {status[i]} · {i}")
+
+
+def _picked() -> None:
+    """The user chose a run: it becomes the page's ?run=..., before the page runs again."""
+    if chosen := st.session_state.get(PICK_KEY):
+        st.query_params["run"] = chosen
+        st.session_state["selected_run"] = chosen
+
 
 def _phase_name(phase) -> str:
     if isinstance(phase, int) and 0 <= phase < len(PHASE_NAMES):
@@ -39,34 +85,91 @@ def status(summary: runs.RunSummary) -> None:
     st.progress(min(1.0, done / planned) if planned else 0.0, text=f"epoch {done} of {planned or '?'}")
     if summary.reason:
         (st.error if summary.status in ("failed", "crashed") else st.info)(summary.reason)
-    elif summary.status == "queued" and summary.phase_name:
-        st.info(f"Queued, {summary.phase_name}: a seed group trains one run at a time.")
+    elif summary.status == "queued":
+        st.info(queued_note(summary.phase_name))
     for warning in summary.warnings:
         st.warning(warning)
 
 
-def live_charts(metrics: pl.DataFrame) -> None:
-    """Every Run-page chart, with phase starts and the best epoch marked."""
+ACTION_KEY = "run_action"
+ACTION_LABELS = {"stop": "Stop", "resume": "Resume"}
+ACTION_NOTE = "run_action_note"
+
+
+def actions(runs_dir: Path, summary: runs.RunSummary) -> None:
+    """Stop while the run is live, Resume when it can work (a stopped, failed or crashed run
+    with checkpoints/last.pt), else a line saying why there is nothing to do.
+
+    Stop and Resume are one button (one key): when the offer changes the button changes in
+    place. Two buttons would be two widgets, and the browser keeps showing the old one beside
+    the new one until the page's run ends. The click runs the action it showed (bound when
+    drawn), not whatever the state offers by the time the click arrives.
+    """
+    has_last = RunFiles(Path(runs_dir) / summary.id).last_checkpoint.is_file()
+    offered = run_actions(summary.status, has_last, trains=summary.model_kind != ENSEMBLE_KIND)
+    if offered:
+        action = offered[0]
+        st.button(ACTION_LABELS[action], key=ACTION_KEY, type="primary" if action == "stop" else "secondary",
+                  on_click=_act, args=(str(runs_dir), summary.id, action),
+                  help="The trainer finishes its step and saves checkpoints/last.pt" if action == "stop"
+                  else "Continue from checkpoints/last.pt with the run's saved settings")
+    else:
+        st.caption(_why_no_action(summary, has_last))
+    if note := st.session_state.pop(ACTION_NOTE, None):
+        st.error(note)
+
+
+def _act(runs_dir: str, run_id: str, action: str) -> None:
+    """Button callback: stop (waits until the trainer has saved and exited) or resume."""
+    try:
+        if action == "stop":
+            launch.stop_run(runs_dir, run_id)
+        else:
+            launch.resume_run(runs_dir, run_id)
+    except runs.RunError as exc:
+        st.session_state[ACTION_NOTE] = str(exc)
+
+
+def _why_no_action(summary: runs.RunSummary, has_last: bool) -> str:
+    if summary.model_kind == ENSEMBLE_KIND:
+        return "An ensemble trains nothing of its own: there is nothing to resume."
+    if summary.status in ("completed", "early_stopped"):
+        return f"The run has {summary.status.replace('_', ' ')}: nothing is left to train."
+    if not has_last:
+        return "No checkpoints/last.pt to resume from: start a new run from this one (Manage, below)."
+    return ""
+
+
+def live_charts(metrics: pl.DataFrame, key: str = "run_y_scale") -> None:
+    """Every Run-page chart, with phase starts and the best epoch marked, on a chosen y scale."""
     if metrics.is_empty():
         st.info("No metrics yet: the first ones appear after the first epoch.")
         return
-    rules = [{"epoch": float(b["epoch"]), "label": f"phase {_phase_name(b['phase'])}", "kind": "phase"}
-             for b in phase_boundaries(metrics)]
-    best = best_epoch(metrics)
-    if best is not None:
-        rules.append({"epoch": float(best), "label": "best epoch", "kind": "best"})
     ric = charts.per_epoch(metrics, ("val/rank_ic",))
+    rules = {x: chart_rules(metrics, PHASE_NAMES, x) for x in ("epoch", "step")}
+    cols = st.columns([3, 2])
     if not ric.is_empty():
-        st.caption(f"val/rank_ic logged for {ric.height} epoch(s); latest {ric['value'][-1]:.4f}"
-                   + (f"; best at epoch {best}" if best is not None else ""))
+        best = next((r["label"] for r in rules["epoch"] if r["kind"] == "best epoch"), "")
+        cols[0].caption(f"val/rank_ic logged for {ric.height} epoch(s); latest {ric['value'][-1]:.4f}"
+                        + (f"; {best}" if best else ""))
+    scale = cols[1].radio("y axis", Y_SCALES, key=key, horizontal=True,
+                          help="auto: log for the gradient norm and learning rate, linear for the rest")
     cols = st.columns(2)
-    for i, (title, names, log) in enumerate(charts.RUN_CHARTS):
-        frame = charts.per_epoch(metrics, names)
-        with cols[i % 2]:
+    drawn = 0
+    for chart in charts.RUN_CHARTS:
+        frame = (charts.per_step if chart.x == "step" else charts.per_epoch)(metrics, chart.names)
+        log = chart.log if scale == "auto" else scale == "log"
+        with cols[drawn % 2]:
             if frame.is_empty():
-                st.caption(f"{title}: not logged yet")
+                st.caption(f"{chart.title}: not logged yet")
             else:
-                st.altair_chart(charts.metric_chart(frame, title, log, rules))
+                st.altair_chart(charts.metric_chart(frame, chart, log, rules[chart.x]))
+        drawn += 1
+
+
+def log_tail(runs_dir: Path, summary: runs.RunSummary, lines: int) -> None:
+    with st.expander("Log tail", expanded=summary.status in ("failed", "crashed")):
+        st.code(runs.log_tail(runs_dir, summary.id, lines) or "(no log yet)", language=None)
 
 
 def config_section(runs_dir: Path, run_id: str) -> None:
@@ -101,15 +204,40 @@ def _ensemble_section(section: dict) -> None:
 
 
 def checkpoints(runs_dir: Path, run_id: str) -> None:
-    rows = [{"file": c.name, "size (MB)": round(c.size_bytes / 2**20, 2),
-             "saved": datetime.fromtimestamp(c.modified).strftime("%Y-%m-%d %H:%M:%S")}
-            for c in runs.list_checkpoints(runs_dir, run_id)]
-    if rows:
-        st.dataframe(rows, hide_index=True)
-    elif (read_json(RunFiles(Path(runs_dir) / run_id).run_info) or {}).get("kind") == ENSEMBLE_KIND:
-        st.caption("An ensemble has no checkpoints of its own: its members have them.")
-    else:
-        st.caption("No checkpoints yet.")
+    """The run's checkpoint files, each with a download button (read only when clicked)."""
+    found = runs.list_checkpoints(runs_dir, run_id)
+    if not found:
+        if (read_json(RunFiles(Path(runs_dir) / run_id).run_info) or {}).get("kind") == ENSEMBLE_KIND:
+            st.caption("An ensemble has no checkpoints of its own: its members have them.")
+        else:
+            st.caption("No checkpoints yet: the first is saved at the end of the first epoch.")
+        return
+    for ckpt in found:
+        cols = st.columns([2, 1, 2, 2])
+        cols[0].markdown(f"`{ckpt.name}`")
+        cols[1].write(f"{ckpt.size_bytes / 2**20:.2f} MB")
+        cols[2].write(datetime.fromtimestamp(ckpt.modified).strftime("saved %Y-%m-%d %H:%M:%S"))
+        cols[3].download_button(f"Download {ckpt.name}", partial(Path(ckpt.path).read_bytes),
+                                file_name=f"{run_id}-{ckpt.name}", mime="application/octet-stream",
+                                key=f"download_{ckpt.name}", on_click="ignore")
+
+
+def predictions_downloads(runs_dir: Path, run_id: str) -> None:
+    """predictions.parquet of a finished run, as parquet or CSV (built when clicked)."""
+    path = RunFiles(Path(runs_dir) / run_id).predictions
+    if not path.is_file():
+        return
+    cols = st.columns(2)
+    cols[0].download_button("Download predictions (parquet)", partial(path.read_bytes),
+                            file_name=f"{run_id}-predictions.parquet", mime="application/octet-stream",
+                            key="download_predictions_parquet", on_click="ignore")
+    cols[1].download_button("Download predictions (CSV)", partial(_csv_of, path),
+                            file_name=f"{run_id}-predictions.csv", mime="text/csv",
+                            key="download_predictions_csv", on_click="ignore")
+
+
+def _csv_of(path: Path) -> str:
+    return pl.read_parquet(path).write_csv()
 
 
 FEATURE_WEIGHTS_SHOWN = 20
@@ -124,7 +252,7 @@ def feature_weights(runs_dir: Path, run_id: str) -> None:
     weights, facts = found
     st.markdown(f"**Inputs the model lets through**: the temporal encoder's variable-selection weight per input, "
                 f"averaged over {facts.get('rows', 0):,} {facts.get('split', 'val')} stock-days at the best "
-                f"checkpoint (epoch {facts.get('best_epoch')}); the dashed line is uniform selection, "
+                f"checkpoint (epoch {facts.get('best_epoch')}); the red dashed line is uniform selection, "
                 f"1/{weights.height} = {facts['uniform']:.4f}. A weight says how much of an input is passed on, "
                 "not whether it helps or in which direction.")
     top = weights.head(FEATURE_WEIGHTS_SHOWN)

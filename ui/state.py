@@ -79,3 +79,9 @@ def launch_once(key: str, launch: Any, *args: Any, **kwargs: Any) -> tuple[str |
         except Exception as exc:  # shown on the page: the user must see why nothing started
             return None, f"{type(exc).__name__}: {exc}"
     return done[key], None
+
+
+def remember_run(run_id: str) -> None:
+    """Make `run_id` the session's run and the page's ?run=..., so a reload shows it again."""
+    st.session_state["selected_run"] = run_id
+    st.query_params["run"] = run_id

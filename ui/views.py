@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import streamlit as st
 
 from . import live
@@ -36,8 +37,8 @@ def datasets_table(paths: list[str]) -> None:
 
 
 def checklist(items) -> None:
-    """The pre-flight items as a table: verdict, check, reason."""
-    st.dataframe(
-        [{"": VERDICT_ICONS.get(i.verdict, i.verdict), "check": i.name, "verdict": i.verdict, "detail": i.detail} for i in items],
-        hide_index=True,
-    )
+    """The pre-flight items as a static table (long details wrap instead of being cut)."""
+    rows = [{"": VERDICT_ICONS.get(i.verdict, i.verdict), "check": i.name, "verdict": i.verdict, "detail": i.detail}
+            for i in items]
+    st.table(pl.DataFrame(rows, schema={"": pl.Utf8, "check": pl.Utf8, "verdict": pl.Utf8, "detail": pl.Utf8}),
+             hide_index=True)

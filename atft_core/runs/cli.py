@@ -1,4 +1,4 @@
-"""`python -m atft_core.runs`: list, show, launch, stop, resume, delete, tag, note runs; their
+"""`python -m atft_core.runs`: list, show, launch, stop, resume, delete, rename, tag, note runs; their
 metrics, log and checkpoints; ensembles of finished runs. Errors are one line and exit status 2.
 """
 
@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_id")
     s.add_argument("tag")
     s.add_argument("--remove", action="store_true")
+    s = sub.add_parser("rename", help="set the run's display name (its id stays)")
+    s.add_argument("run_id")
+    s.add_argument("name")
     s = sub.add_parser("note", help="set the run's note")
     s.add_argument("run_id")
     s.add_argument("text")
@@ -129,6 +132,8 @@ def _run_command(args: argparse.Namespace, extra: list[str]) -> int:  # noqa: C9
         print(f"deleted {args.run_id}")
     elif args.command == "tag":
         print(",".join(launch.tag_run(rd, args.run_id, args.tag, remove=args.remove)))
+    elif args.command == "rename":
+        print(launch.rename_run(rd, args.run_id, args.name))
     elif args.command == "note":
         launch.note_run(rd, args.run_id, args.text)
     elif args.command == "metrics":

@@ -4,6 +4,7 @@
     stop_run(runs_dir, run_id, grace_seconds=DEFAULT_STOP_GRACE_SECONDS) -> final state
     resume_run(runs_dir, run_id) -> None
     delete_run(runs_dir, run_id) -> None
+    rename_run(runs_dir, run_id, name) -> name
     tag_run(runs_dir, run_id, tag, remove=False) -> tags
     note_run(runs_dir, run_id, text) -> None
 
@@ -284,6 +285,12 @@ def tag_run(runs_dir: Path | str, run_id: str, tag: str, remove: bool = False) -
     elif tag not in tags:
         tags.append(tag)
     return list(_update_info(files, tags=tags)["tags"])
+
+
+def rename_run(runs_dir: Path | str, run_id: str, name: str) -> str:
+    """Set the run's display name (control characters removed); returns it. The run id, and so
+    its folder, never changes."""
+    return str(_update_info(run_folder(runs_dir, run_id), name=clean_text(name))["name"])
 
 
 def note_run(runs_dir: Path | str, run_id: str, text: str) -> None:
