@@ -193,6 +193,22 @@ class TrainConfig:
     """Warn when the mean per-date prediction std on validation falls below this."""
     stop_on_degenerate: bool = False
     """End the run as failed (instead of only warning) when predictions degenerate."""
+    alarm_gat_grad_norm: float = 1e-5
+    """Health alarm (a status.json warning): the GAT layers' mean gradient norm over an epoch of a
+    GAT phase below this means the graph attention has almost stopped learning. 0 turns it off."""
+    alarm_alpha_margin: float = 0.01
+    """Health alarm: the residual gate alpha ending an epoch of a GAT phase within this distance of
+    0 or 1 (the fusion ignores the graph, or the encoder). 0 turns it off."""
+    alarm_pred_std_ratio: float = 0.1
+    """Health alarm: the validation prediction std below this fraction of its first epoch's value
+    (the predictions flatten out). 0 turns it off."""
+    alarm_loss_rise: float = 1.0
+    """Health alarm: an epoch's train/loss above its lowest value so far by more than this multiple
+    of that value's magnitude (1.0: the loss doubled) means it diverges. 0 turns it off."""
+    train_eval_days: int = 128
+    """Training days on which every epoch also logs the validation metrics per horizon
+    (train/rank_ic_<h>d, ...), so over- or under-fitting shows per horizon: a fixed, evenly
+    spread sample, in runs of days_per_step consecutive days. 0 turns it off."""
 
 
 @dataclass(frozen=True)
@@ -503,6 +519,11 @@ def _problems(cfg: RunConfig) -> list[str]:  # noqa: C901 - a flat list of rules
     need(t.early_stopping_min_delta >= 0.0, "train.early_stopping_min_delta: must be >= 0")
     need(t.log_every_steps >= 1, "train.log_every_steps: must be >= 1")
     need(t.degenerate_std_threshold >= 0.0, "train.degenerate_std_threshold: must be >= 0")
+    need(t.alarm_gat_grad_norm >= 0.0, "train.alarm_gat_grad_norm: must be >= 0 (0 turns the alarm off)")
+    need(0.0 <= t.alarm_alpha_margin < 0.5, "train.alarm_alpha_margin: must be in [0, 0.5) (0 turns the alarm off)")
+    need(0.0 <= t.alarm_pred_std_ratio < 1.0, "train.alarm_pred_std_ratio: must be in [0, 1) (0 turns the alarm off)")
+    need(t.alarm_loss_rise >= 0.0, "train.alarm_loss_rise: must be >= 0 (0 turns the alarm off)")
+    need(t.train_eval_days >= 0, "train.train_eval_days: must be >= 0 (0 turns it off)")
 
     need(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", r.device)), f"runtime.device: 'auto', 'cpu', 'cuda' or 'cuda:N', got {r.device!r}")
     need(r.precision in ("auto", "fp32", "bf16", "fp16"), f"runtime.precision: 'auto', 'fp32', 'bf16' or 'fp16', got {r.precision!r}")

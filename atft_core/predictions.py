@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
+
+from atft_core.run_files import write_bytes_atomic
 
 
 def predictions_frame(panel, parts: dict[str, np.ndarray], preds: dict[str, np.ndarray], horizons) -> pl.DataFrame:
@@ -36,8 +38,8 @@ def predictions_frame(panel, parts: dict[str, np.ndarray], preds: dict[str, np.n
 
 
 def write_predictions(path: Path, panel, parts, preds, horizons) -> None:
-    """Write the predictions parquet atomically (temp file + rename)."""
-    frame = predictions_frame(panel, parts, preds, horizons)
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)
+    """Write the predictions parquet atomically (`write_bytes_atomic`: on a full disk no temp file
+    stays behind and the error names the file)."""
+    buffer = io.BytesIO()
+    predictions_frame(panel, parts, preds, horizons).write_parquet(buffer)
+    write_bytes_atomic(Path(path), buffer.getbuffer())

@@ -94,7 +94,8 @@ def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
     names `path` (a failed ``write`` alone does not say which file it was).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique per process and thread: two writers of one file must not share (and rename) one temp file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -235,8 +236,11 @@ class StatusFile:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the heartbeat and give back the reserve."""
+        """Stop the heartbeat (waiting for a write in progress, so no stale write follows the final
+        status) and give back the reserve."""
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
         self._release_reserve()
 
     def _release_reserve(self) -> None:

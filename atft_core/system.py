@@ -26,19 +26,13 @@ import psutil
 
 from atft_core.config import ConfigError, RunConfig, build_config, feature_index, parse_overrides, resolve
 from atft_core.data.errors import DataError
+from atft_core.duration import estimate_duration, format_duration, optimized_hint
 from atft_core.paths import check_run_id
 from atft_core.plan import DayPlan, plan_days
+from atft_core.run_size import CHECKPOINT_COPIES, checkpoint_bytes, run_disk_bytes
 from atft_core.runs.store import query_metrics
 
 GiB = 1024**3
-BYTES_PER_VALUE = 4
-"""fp32 parameters and panel values."""
-OPTIMIZER_STATES = 2
-"""Adam(W) keeps two moments per parameter, saved in the checkpoint with the weights."""
-CHECKPOINT_COPIES = 2
-"""best.pt and last.pt."""
-LOG_ALLOWANCE_BYTES = 256 * 1024**2
-"""Room for train.log, metrics.jsonl and predictions.parquet of one run."""
 DISK_SAFETY_FACTOR = 2.0
 """Free disk must cover this many times what a run writes, or the check fails."""
 LOW_DISK_BYTES = 2 * GiB
@@ -162,7 +156,7 @@ class MachineStatus:
 
     gpus: list[GpuInfo]
     gpu_note: str
-    """Why there is no GPU ('' when NVML answered)."""
+    """Why there is no GPU, in plain words ('' when NVML answered), e.g. "no NVIDIA driver found"."""
     cuda_available: bool
     ram_total: int
     ram_available: int
@@ -170,6 +164,9 @@ class MachineStatus:
     disk_free: dict[str, int]
     cpu_bf16: bool = False
     """The CPU computes bf16 natively (optimized mode then trains on the CPU with bf16 autocast)."""
+    gpu_error: str = ""
+    """NVML's own error behind `gpu_note` (e.g. "NVMLError_LibraryNotFound: NVML Shared Library Not
+    Found"), for a detail view."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,16 +194,32 @@ def machine_status(probes: Probes | None = None, paths: Sequence[Path | str] = (
     """Probe GPUs, RAM, CPUs and free disk at `paths`."""
     probes = probes or Probes()
     try:
-        gpus, note = list(probes.gpus()), ""
+        gpus, note, error = list(probes.gpus()), "", ""
     except Exception as exc:  # noqa: BLE001 - any NVML failure just means "no usable GPU"
-        gpus, note = [], f"{type(exc).__name__}: {exc}"
+        gpus, note, error = [], no_gpu_reason(exc), f"{type(exc).__name__}: {exc}"
     try:
         cuda = bool(probes.cuda_available())
     except Exception:  # noqa: BLE001
         cuda = False
     total, available = probes.ram()
     return MachineStatus(gpus, note, cuda, total, available, int(probes.cpu_count()),
-                         {str(p): int(probes.disk_free(p)) for p in paths}, bool(probes.cpu_bf16()))
+                         {str(p): int(probes.disk_free(p)) for p in paths}, bool(probes.cpu_bf16()), error)
+
+
+NVML_REASONS = (
+    (("LibraryNotFound", "Shared Library Not Found"), "no NVIDIA driver found"),
+    (("DriverNotLoaded", "Driver Not Loaded"), "the NVIDIA driver is not loaded"),
+    (("NoPermission", "Insufficient Permissions"), "no permission to query the NVIDIA driver"),
+    (("No module named",), "nvidia-ml-py is not installed"),
+)
+"""NVML's errors (class name or message) in plain words."""
+
+
+def no_gpu_reason(exc: BaseException) -> str:
+    """Why NVML found no GPU, as a user reads it; the raw error stays in MachineStatus.gpu_error."""
+    raw = f"{type(exc).__name__}: {exc}"
+    return next((words for marks, words in NVML_REASONS if any(m in raw for m in marks)),
+                "the NVIDIA driver did not answer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +237,8 @@ class CheckItem:
     setting: bool = False
     """The item fails because a setting cannot work with this dataset or machine (not because the
     machine lacks room): the command lines then exit 2, as for any other bad setting."""
+    technical: str = ""
+    """Raw facts behind `detail` for a detail view (e.g. the NVIDIA driver's own error)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -278,11 +293,6 @@ def count_parameters(cfg: RunConfig, n_features: int) -> int:
 
     model = ATFTGATFAN(cfg.model, n_features, n_horizons)
     return sum(p.numel() for p in model.parameters())
-
-
-def checkpoint_bytes(n_params: int) -> int:
-    """Disk for the kept checkpoints: weights + optimizer states, best and last."""
-    return n_params * BYTES_PER_VALUE * (1 + OPTIMIZER_STATES) * CHECKPOINT_COPIES
 
 
 def _check_dataset(cfg: RunConfig) -> tuple[list[CheckItem], _Dataset | None]:
@@ -341,7 +351,7 @@ def _check_device(cfg: RunConfig, machine: MachineStatus) -> tuple[CheckItem, Ru
     else:
         why = f"no GPU ({machine.gpu_note or 'none found'}): training will use the CPU"
     return CheckItem("device", "pass", f"{why} ({machine.cpu_count} cores, {eff.runtime.num_threads} threads, "
-                                       f"{eff.runtime.precision})"), eff
+                                       f"{eff.runtime.precision})", technical=machine.gpu_error), eff
 
 
 def _check_memory(eff: RunConfig, ds: _Dataset, machine: MachineStatus) -> CheckItem:
@@ -365,11 +375,13 @@ def _check_memory(eff: RunConfig, ds: _Dataset, machine: MachineStatus) -> Check
     return CheckItem("panel memory", "pass", text)
 
 
-def _check_disk(runs_dir: Path, ckpt: int, ckpt_detail: str, probes: Probes, n_runs: int = 1) -> CheckItem:
-    need = (ckpt + LOG_ALLOWANCE_BYTES) * n_runs
+def _check_disk(runs_dir: Path, eff: RunConfig, n_params: int | None, plan: DayPlan | None, probes: Probes,
+                n_runs: int = 1) -> CheckItem:
+    size = run_disk_bytes(eff, n_params, plan)
+    need = size.total * n_runs
     free = probes.disk_free(runs_dir)
     writer = "a run writes" if n_runs == 1 else f"{n_runs} runs write"
-    text = f"{_gib(free)} free at {runs_dir}; {writer} ~{_gib(need)} ({ckpt_detail} + logs{' each' if n_runs > 1 else ''})"
+    text = f"{_gib(free)} free at {runs_dir}; {writer} ~{_gib(need)} ({size.detail}{' each' if n_runs > 1 else ''})"
     if free < need * DISK_SAFETY_FACTOR:
         return CheckItem("disk (runs)", "fail", text + f": need at least {_gib(need * DISK_SAFETY_FACTOR)}")
     if free - need < LOW_DISK_BYTES:
@@ -377,17 +389,17 @@ def _check_disk(runs_dir: Path, ckpt: int, ckpt_detail: str, probes: Probes, n_r
     return CheckItem("disk (runs)", "pass", text)
 
 
-def _check_checkpoint(cfg: RunConfig, n_features: int, items: list[CheckItem]) -> tuple[int, str]:
-    """Append the checkpoint-size item; returns (bytes, detail)."""
+def _check_checkpoint(cfg: RunConfig, n_features: int, items: list[CheckItem]) -> int | None:
+    """Append the checkpoint-size item; returns the parameter count (None if unknown)."""
     try:
         n_params = count_parameters(cfg, n_features)
     except Exception as exc:  # noqa: BLE001 - the model may refuse a config; say so, assume small
         items.append(CheckItem("checkpoint size", "warn", f"cannot build the model to count parameters: {exc}"))
-        return 0, "checkpoint size unknown"
-    ckpt = checkpoint_bytes(n_params)
-    detail = f"{n_params:,} parameters -> checkpoints ~{ckpt / 1024**2:.1f} MiB"
-    items.append(CheckItem("checkpoint size", "pass", detail + f" ({CHECKPOINT_COPIES} copies)"))
-    return ckpt, detail
+        return None
+    one = checkpoint_bytes(n_params, cfg.train.ema_decay > 0)
+    items.append(CheckItem("checkpoint size", "pass", f"{n_params:,} parameters -> ~{one / 1024**2:.1f} MiB per "
+                           f"checkpoint ({CHECKPOINT_COPIES} kept: best.pt, last.pt)"))
+    return n_params
 
 
 def _check_days(cfg: RunConfig, ds: _Dataset) -> tuple[CheckItem, DayPlan | None]:
@@ -403,6 +415,19 @@ def _check_days(cfg: RunConfig, ds: _Dataset) -> tuple[CheckItem, DayPlan | None
     if len(plan.test_days) == 0:
         return CheckItem("days", "warn", detail + ": no test day, the run will have no test metrics"), plan
     return CheckItem("days", "pass", detail), plan
+
+
+def _check_duration(cfg: RunConfig, eff: RunConfig, plan: DayPlan, runs_dir: Path, machine: MachineStatus,
+                    n_runs: int) -> CheckItem:
+    """How long training will take (`atft_core.duration`): measured by earlier runs of this size,
+    or a guess that says so; in safe mode, optimized mode's estimate when it is much shorter."""
+    estimate = estimate_duration(eff, plan, runs_dir)
+    optimized = resolve(cfg.replace(**{"train.mode": "optimized"}), cuda_available=machine.cuda_available,
+                        cpu_count=machine.cpu_count, cpu_bf16=machine.cpu_bf16)
+    hint = optimized_hint(eff, plan, runs_dir, estimate, optimized)
+    epochs = f"{sum(eff.train.phase_epochs)} epochs of {plan.steps_per_epoch(eff.train.days_per_step):,} steps"
+    group = f"; {n_runs} runs one after another: about {format_duration(estimate.seconds * n_runs)}" if n_runs > 1 else ""
+    return CheckItem("duration", "pass", f"{epochs}, {estimate.detail}{group}{hint}")
 
 
 def _check_threads(eff: RunConfig, machine: MachineStatus) -> CheckItem:
@@ -427,20 +452,24 @@ def preflight(cfg: RunConfig, runs_dir: Path | str, probes: Probes | None = None
     machine = machine_status(probes, paths=(runs_dir, data_dir))
     device_item, eff = _check_device(cfg, machine)
     items, ds = _check_dataset(cfg)
+    plan = None
     if ds is not None and ds.summary is not None:
-        items.append(_check_days(eff or cfg, ds)[0])
+        days_item, plan = _check_days(eff or cfg, ds)
+        items.append(days_item)
     items.append(device_item)
+    if eff is not None and plan is not None and eff.model.kind == "atft_gat_fan":
+        items.append(_check_duration(cfg, eff, plan, runs_dir, machine, n_runs))
     n_features = len(cfg.data.features) or (ds.n_features if ds else 0)
     if eff is not None and ds is not None:
         items.append(_check_memory(eff, ds, machine))
     if eff is not None:
         items.append(_check_measured_memory(eff, runs_dir, machine))
+    n_params = None
     if not n_features:
-        ckpt, ckpt_detail = 0, "checkpoint size unknown"
         items.append(CheckItem("checkpoint size", "pass", "unknown until the dataset can be read"))
     else:
-        ckpt, ckpt_detail = _check_checkpoint(cfg, n_features, items)
-    items.append(_check_disk(runs_dir, ckpt, ckpt_detail, probes, n_runs))
+        n_params = _check_checkpoint(cfg, n_features, items)
+    items.append(_check_disk(runs_dir, eff or cfg, n_params, plan, probes, n_runs))
     data_free = machine.disk_free[str(data_dir)]
     items.append(CheckItem("disk (dataset)", "warn" if data_free < LOW_DISK_BYTES else "pass",
                            f"{_gib(data_free)} free at {data_dir}"))

@@ -46,6 +46,7 @@ from atft_core.data.splits import make_splits
 from atft_core.ema import WeightAverage, short_run_warning
 from atft_core.feature_weights import FeatureWeights
 from atft_core.graph import GraphCache
+from atft_core.health import HealthMonitor
 from atft_core.inference import ModelPredictor, eligible_days, evaluate, targets_for
 from atft_core.loss import compute_loss
 from atft_core.model import ATFTGATFAN, FAN_PHASE, GAT_PHASE
@@ -157,6 +158,21 @@ def day_blocks(days: np.ndarray, size: int, rng: np.random.Generator) -> list[np
     return [blocks[i] for i in rng.permutation(len(blocks))]
 
 
+def sample_days(days: np.ndarray, count: int, block: int) -> np.ndarray:
+    """About `count` of the sorted `days`, evenly spread, in runs of `block` consecutive entries
+    (a prediction pass reads each run's histories once, like a training step); all of them when
+    there are fewer, none for 0. The same days every epoch."""
+    days = np.sort(np.asarray(days))
+    if count <= 0:
+        return days[:0]
+    if count >= len(days):
+        return days
+    block = max(1, min(block, count))
+    runs = max(1, min(count // block, len(days) // block))
+    starts = np.linspace(0, len(days) - block, runs).round().astype(np.int64)
+    return np.concatenate([days[s:s + block] for s in starts])
+
+
 def _grad_norm(parameters) -> float:
     norms = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
@@ -210,6 +226,8 @@ class Trainer:
                 f"a full {cfg.data.lookback}-day window and >= {cfg.data.min_stocks_per_day} stocks"
             )
         self.is_deep = cfg.model.kind == "atft_gat_fan"
+        self.train_sample = sample_days(self.train_days, cfg.train.train_eval_days, cfg.train.days_per_step)
+        self.health = HealthMonitor(cfg)
         self.neutralize_index = feature_index(cfg.loss.neutralize, self.panel.feature_names, "loss.neutralize")
         self.model: ATFTGATFAN | None = None
         self.graphs: GraphCache | None = None
@@ -291,6 +309,7 @@ class Trainer:
                 payload["model"] = self.model.state_dict()
             payload["optimizer"] = self.optimizer.state_dict()
             payload["rng"] = _rng_state(self.device)
+            payload["health"] = self.health.state_dict()
         else:
             payload["baseline"] = self.baseline.state_dict()
         return payload
@@ -309,6 +328,7 @@ class Trainer:
                 self.average.load(state["model"], int(state["average_updates"]))
             if "rng" in state:  # dropout then draws what the uninterrupted run drew
                 _set_rng_state(state["rng"], self.device)
+            self.health = HealthMonitor(self.cfg, state.get("health"))
         _truncate_metrics(self.files.metrics, self.progress.epoch)
         log.info("resumed from %s at epoch %d (step %d)", self.files.last_checkpoint, self.progress.epoch, self.progress.step)
         return int(state["phase"])
@@ -400,8 +420,11 @@ class Trainer:
                                    self.autocast)
         with self.average.applied(self.model) if self.average is not None else contextlib.nullcontext():
             pred = predictor(self.val_days, on_batch=add_loss)
+            train_pred = predictor(self.train_sample) if len(self.train_sample) else None
         values = evaluate(pred, targets_for(self.panel, self.val_days), cfg.data.horizons, "val")
         values["val/loss"] = float(np.mean(losses)) if losses else None
+        if train_pred is not None:  # the same metrics on training days: over- or under-fitting per horizon
+            values.update(evaluate(train_pred, targets_for(self.panel, self.train_sample), cfg.data.horizons, "train"))
         return values
 
     # -- the loop ----------------------------------------------------------------------------
@@ -433,6 +456,7 @@ class Trainer:
                 values["val/best_rank_ic"] = p.best_rank_ic
                 metrics.log(epoch=p.epoch, step=p.step, phase=phase, values=values)
                 self._check_degenerate(values.get("val/pred_std"))
+                self.check_health(p.epoch, phase, values)
                 if improved:
                     save_checkpoint(self.files.best_checkpoint, self.checkpoint_payload(phase))
                 save_checkpoint(self.files.last_checkpoint, self.checkpoint_payload(phase))
@@ -474,11 +498,19 @@ class Trainer:
             if self.cfg.train.stop_on_degenerate:
                 raise TrainingFailed(message)
 
+    def check_health(self, epoch: int, phase: int, values: dict[str, Any]) -> None:
+        """The health alarms of a finished epoch (atft_core.health) as status.json warnings."""
+        for alarm in self.health.check(epoch, phase, values):
+            self.status.warn(alarm.message, topic=alarm.topic)
+
     def fit_baseline(self, metrics: MetricsWriter) -> str:
         started = time.perf_counter()
         self.baseline = fit_baseline(self.cfg, self.panel, self.train_days)
         values: dict[str, Any] = evaluate(self.baseline.predict(self.panel, self.val_days),
                                           targets_for(self.panel, self.val_days), self.cfg.data.horizons, "val")
+        if len(self.train_sample):
+            values.update(evaluate(self.baseline.predict(self.panel, self.train_sample),
+                                   targets_for(self.panel, self.train_sample), self.cfg.data.horizons, "train"))
         seconds = time.perf_counter() - started
         self.progress.epoch = 1
         self.progress.best_rank_ic = values.get("val/rank_ic") or -math.inf

@@ -3,8 +3,8 @@
 `PROBES` maps each dotted field to ``(changed_value, probe)`` or ``(changed_value, probe, given)``.
 A probe takes the *requested* config and returns an observable computed by the real consumer
 of the field (load_panel, make_splits, eligible_days, GraphCache, ATFTGATFAN, fit_baseline,
-resolve, Trainer.train_epoch / validate / fit / _track_best / _check_degenerate, StatusFile,
-_autocast_factory, _configure_torch). ``given`` are settings applied on *both* sides, for a field
+resolve, Trainer.train_epoch / validate / fit / _track_best / _check_degenerate / check_health,
+StatusFile, _autocast_factory, _configure_torch). ``given`` are settings applied on *both* sides, for a field
 that only acts together with another one (``train.step_gamma`` needs ``schedule='step'``).
 A field that the code ignores leaves its observable unchanged and fails here; a new field
 without a probe fails `test_every_field_has_a_probe`.
@@ -227,6 +227,24 @@ def _degenerate_obs(cfg: RunConfig) -> tuple[Any, Any]:
         return outcome, bool((read_json(trainer.files.status) or {}).get("warnings"))
 
 
+def _health_obs(cfg: RunConfig) -> tuple[str, ...]:
+    """Trainer.check_health over two GAT-phase epochs whose metrics raise no alarm at the defaults:
+    the warnings it leaves in status.json."""
+    epochs = ({"gat/grad_norm": 0.01, "gat/alpha": 0.45, "val/pred_std": 0.1, "train/loss": 1.0},
+              {"gat/grad_norm": 0.01, "gat/alpha": 0.45, "val/pred_std": 0.05, "train/loss": 1.1})
+    with _trainer(cfg) as trainer:
+        for epoch, values in enumerate(epochs, start=1):
+            trainer.check_health(epoch, 2, values)
+        return tuple((read_json(trainer.files.status) or {}).get("warnings", ()))
+
+
+@_cached
+def _train_sample_obs(cfg: RunConfig) -> dict[str, Any]:
+    """Trainer.validate: the metrics it logs on its sample of training days."""
+    with _trainer(cfg) as trainer:
+        return {k: v for k, v in trainer.validate(0).items() if k.startswith("train/")}
+
+
 def _resolved(*dotted: str, cuda_available: bool = False) -> Callable[[RunConfig], tuple]:
     def probe(cfg: RunConfig) -> tuple:
         eff = resolve(cfg, cuda_available=cuda_available, cpu_count=CPU_COUNT)
@@ -358,6 +376,11 @@ PROBES: dict[str, tuple] = {
     "train.log_every_steps": (1, _key(_epoch_obs, "logged_steps")),
     "train.degenerate_std_threshold": (1.0, _degenerate_obs),
     "train.stop_on_degenerate": (True, _degenerate_obs, {"train.degenerate_std_threshold": 1.0}),
+    "train.alarm_gat_grad_norm": (1.0, _health_obs),
+    "train.alarm_alpha_margin": (0.49, _health_obs),
+    "train.alarm_pred_std_ratio": (0.9, _health_obs),
+    "train.alarm_loss_rise": (0.05, _health_obs),
+    "train.train_eval_days": (16, _train_sample_obs),
 
     "runtime.device": ("cpu", _resolved("runtime.device", cuda_available=True)),
     "runtime.precision": ("bf16", _precision_obs),

@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from atft_core import system
+from atft_core import config, system
 from atft_core.config import RunConfig
+from atft_core.plan import plan_days
+from atft_core.run_files import RunFiles, read_json
+from atft_core.run_size import run_disk_bytes
+from atft_core.train import run_training
 from atft_core.data.validate import validate_dataset
 from atft_core.system import CheckItem, GpuInfo, Probes, preflight, verdict
 
@@ -56,11 +60,20 @@ def test_verdict_order() -> None:
 
 def test_machine_status_without_gpu_is_normal() -> None:
     status = system.machine_status(probes(), paths=("runs",))
-    assert status.gpus == [] and "NVML" in status.gpu_note and status.cpu_count == 8
+    assert status.gpus == [] and status.cpu_count == 8
+    assert status.gpu_note == "no NVIDIA driver found" and status.gpu_error == "RuntimeError: NVML Shared Library Not Found"
     assert status.disk_free == {"runs": 500 * GiB}
     assert "training will use the CPU" in status.describe()
     real = system.machine_status(paths=(str(REPO),))  # real probes on this machine: must not raise
     assert real.cpu_count >= 1 and real.ram_total > 0 and real.disk_free[str(REPO)] > 0
+    if not real.gpus:   # e.g. "NVMLError_LibraryNotFound: ..." in words, the raw text kept aside
+        assert "NVMLError" not in real.gpu_note and real.gpu_error
+
+
+def test_the_device_line_says_no_driver_in_words_and_keeps_the_raw_error(dataset: Path, tmp_path: Path) -> None:
+    device = item(preflight(cfg_for(dataset), tmp_path, probes()), "device")
+    assert device.detail.startswith("no GPU (no NVIDIA driver found): training will use the CPU")
+    assert "NVML" not in device.detail and device.technical == "RuntimeError: NVML Shared Library Not Found"
 
 
 def test_missing_dataset_fails(tmp_path: Path) -> None:
@@ -142,13 +155,18 @@ def test_panel_must_fit_device_memory(dataset: Path, tmp_path: Path) -> None:
 def test_disk_verdicts(dataset: Path, tmp_path: Path) -> None:
     def with_disk(free: int) -> CheckItem:
         return item(preflight(cfg_for(dataset), tmp_path, probes(disk_free=lambda p: free)), "disk (runs)")
-    assert with_disk(10 * 1024**2).verdict == "fail"          # 10 MiB: not even the logs fit twice
+    assert with_disk(2 * 1024**2).verdict == "fail"           # 2 MiB: the run does not fit twice
     assert with_disk(GiB).verdict == "warn"                   # fits, but little headroom
     assert with_disk(100 * GiB).verdict == "pass"
 
 
+def _one_run_bytes(cfg: RunConfig) -> int:
+    eff = config.resolve(cfg, cuda_available=False, cpu_count=8)
+    return run_disk_bytes(eff, system.count_parameters(cfg, 49), plan_days(cfg)).total
+
+
 def test_a_seed_group_needs_disk_for_every_run(dataset: Path, tmp_path: Path) -> None:
-    free = 3 * system.DISK_SAFETY_FACTOR * system.LOG_ALLOWANCE_BYTES     # three runs' worth, with the margin
+    free = 3 * system.DISK_SAFETY_FACTOR * _one_run_bytes(cfg_for(dataset))   # three runs' worth, with the margin
     def disk(n_runs: int) -> CheckItem:
         return item(preflight(cfg_for(dataset), tmp_path, probes(disk_free=lambda p: free), n_runs=n_runs), "disk (runs)")
     assert disk(1).verdict != "fail" and "a run writes" in disk(1).detail
@@ -161,9 +179,29 @@ def test_checkpoint_size_counts_real_parameters(dataset: Path, tmp_path: Path) -
     small = system.count_parameters(cfg_for(dataset), 10)
     large = system.count_parameters(cfg_for(dataset, **{"model.hidden_size": 64}), 10)
     assert 0 < small < large
-    assert system.checkpoint_bytes(1000) == 1000 * 4 * 3 * 2
+    assert system.checkpoint_bytes(1000) == 1000 * 4 * 3                      # weights + Adam's two moments
+    assert system.checkpoint_bytes(1000, average=True) == 1000 * 4 * 4        # + the raw weights beside the average
     items = preflight(cfg_for(dataset), tmp_path, probes())
     assert "parameters" in item(items, "checkpoint size").detail
+
+
+def test_the_disk_estimate_covers_what_a_run_writes(dataset: Path, tmp_path: Path) -> None:
+    """Each part of the estimate against the files of a real (tiny) run: at least what was
+    written, and not wildly more (issue 19: the checklist said ~260 MiB for a run of ~0.5 MiB)."""
+    cfg = cfg_for(dataset, **{"data.lookback": 5, "model.fan_top_k": 2, "model.encoder_heads": 2,
+                              "model.gat_heads": 2, "train.phase_epochs": (1, 0, 1, 0), "train.days_per_step": 4})
+    files = RunFiles(tmp_path / "run")
+    assert run_training(cfg, files.root) == "completed"
+    eff = config.resolve(cfg, cuda_available=False, cpu_count=8)
+    size = run_disk_bytes(eff, read_json(files.config)["resolved"]["n_params"], plan_days(cfg))
+    written = {p.name: p.stat().st_size for p in files.root.rglob("*") if p.is_file()}
+    checkpoints = written["best.pt"] + written["last.pt"]
+    assert checkpoints <= size.checkpoints <= 3 * checkpoints
+    assert written["predictions.parquet"] <= size.predictions <= 2 * written["predictions.parquet"]
+    assert written["metrics.jsonl"] <= size.metrics <= 3 * written["metrics.jsonl"]
+    assert sum(written.values()) <= size.total
+    detail = item(preflight(cfg, tmp_path, probes()), "disk (runs)").detail
+    assert "predictions ~" in detail and "temp copy while saving" in detail
 
 
 def test_cli_json(tmp_path: Path) -> None:
