@@ -179,7 +179,7 @@ def estimate_duration(eff: RunConfig, plan: DayPlan, runs_dir: Path | str) -> Du
             source += f"; phase(s) {', '.join(guessed)} not measured there, guessed from the others"
         return DurationEstimate(seconds, not guessed, f"about {format_duration(seconds)}: {source}")
     rates, source = _reference_rates(eff, earlier, runs_dir)
-    seconds = _total(eff, plan, rates)
+    seconds = _total(eff, plan, _fill_phases(eff, rates)[0])
     return DurationEstimate(seconds, False, f"about {format_duration(seconds)}, a guess from {source}; no earlier "
                             "run of this size here (the Run page's ETA measures it from the first steps)")
 
