@@ -72,17 +72,18 @@ def speed_key(eff: RunConfig) -> tuple:
     return data, model, t.days_per_step, t.mode, t.train_eval_days, r.device.split(":")[0], r.precision, r.num_threads
 
 
-def _earlier_runs(runs_dir: Path) -> list[tuple[str, RunConfig, dict]]:
-    """(run id, effective config, resolved facts) of every readable run in `runs_dir`."""
+def earlier_runs(runs_dir: Path) -> list[tuple[str, RunConfig]]:
+    """(run id, effective config) of every run in `runs_dir` that has trained (config.json); the
+    pre-flight compares them with a new run (speed here, memory in atft_core.system)."""
     found = []
     for config_file in sorted(Path(runs_dir).glob("*/config.json")):
         try:
             saved = json.loads(config_file.read_text())
             run_id = config_file.parent.name
             run_path(runs_dir, run_id)   # a bad name or a link out of the runs folder is not a run
-            found.append((run_id, RunConfig.from_dict(saved["config"]), saved.get("resolved") or {}))
+            found.append((run_id, RunConfig.from_dict(saved["config"])))
         except (OSError, ValueError, KeyError, TypeError):
-            continue  # an unsafe name, an older format or a torn file says nothing about speed
+            continue  # an unsafe name, an older format or a torn file says nothing about this run
     return found
 
 
@@ -137,12 +138,12 @@ def _fill_phases(eff: RunConfig, measured: dict[int, tuple[float, float | None]]
     return filled, guessed
 
 
-def _reference_rates(eff: RunConfig, earlier: list[tuple[str, RunConfig, dict]], runs_dir: Path
+def _reference_rates(eff: RunConfig, earlier: list[tuple[str, RunConfig]], runs_dir: Path
                      ) -> tuple[dict[int, tuple[float, float | None]], str]:
     """Rates for a guess: an earlier run on the same device and mode (scaled by width), or the
     benchmarks' figures."""
     device, mode = eff.runtime.device.split(":")[0], eff.train.mode
-    same = [(rid, cfg) for rid, cfg, _ in earlier
+    same = [(rid, cfg) for rid, cfg in earlier
             if cfg.runtime.device.split(":")[0] == device and cfg.train.mode == mode and cfg.model.kind == eff.model.kind]
     for run_id, cfg in reversed(same):
         rates = _phase_rates(runs_dir, [run_id])
@@ -167,9 +168,9 @@ def estimate_duration(eff: RunConfig, plan: DayPlan, runs_dir: Path | str) -> Du
     """The estimated training time of the deep model's `eff` (an effective config) over `plan`;
     see the module doc."""
     runs_dir = Path(runs_dir)
-    earlier = _earlier_runs(runs_dir)
+    earlier = earlier_runs(runs_dir)
     key = speed_key(eff)
-    same = [rid for rid, cfg, _ in earlier if speed_key(cfg) == key]
+    same = [rid for rid, cfg in earlier if speed_key(cfg) == key]
     measured = _phase_rates(runs_dir, same) if same else {}
     if measured:
         rates, guessed = _fill_phases(eff, measured)

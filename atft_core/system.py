@@ -26,8 +26,7 @@ import psutil
 
 from atft_core.config import ConfigError, RunConfig, build_config, feature_index, parse_overrides, resolve
 from atft_core.data.errors import DataError
-from atft_core.duration import estimate_duration, format_duration, optimized_hint
-from atft_core.paths import check_run_id
+from atft_core.duration import earlier_runs, estimate_duration, format_duration, optimized_hint
 from atft_core.plan import DayPlan, plan_days
 from atft_core.run_size import CHECKPOINT_COPIES, checkpoint_bytes, run_disk_bytes
 from atft_core.runs.store import query_metrics
@@ -502,14 +501,8 @@ def memory_key(cfg: RunConfig) -> tuple:
 def measured_peak(eff: RunConfig, runs_dir: Path, metric: str) -> tuple[float, str] | None:
     """(highest `metric`, run id) over the runs in `runs_dir` whose effective config has the same
     `memory_key`; None when no such run logged it."""
-    key, same = memory_key(eff), []
-    for config_file in sorted(runs_dir.glob("*/config.json")):
-        try:
-            saved = json.loads(config_file.read_text())
-            if memory_key(RunConfig.from_dict(saved["config"])) == key:
-                same.append(check_run_id(config_file.parent.name))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # an unsafe folder name, an older format or a torn file: says nothing about this run
+    key = memory_key(eff)
+    same = [run_id for run_id, cfg in earlier_runs(runs_dir) if memory_key(cfg) == key]
     if not same:
         return None
     peaks = query_metrics(runs_dir, same, [metric])
