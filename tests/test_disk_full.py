@@ -19,6 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from atft_core.checkpoint import load_checkpoint
 from atft_core.config import RunConfig
@@ -69,7 +70,7 @@ needs_namespaces = pytest.mark.skipif(not _user_namespaces(), reason="needs `uns
 
 
 @needs_namespaces
-def test_a_disk_filling_up_mid_run_fails_the_run_with_the_reason(demo_dataset, tmp_path):
+def test_a_disk_filling_up_mid_run_fails_the_run_with_the_reason(demo_dataset, tmp_path, monkeypatch):
     cfg = RunConfig().replace(**{
         "data.path": str(demo_dataset), "data.lookback": 5, "model.fan_top_k": 2, "model.hidden_size": 8,
         "model.encoder_heads": 2, "model.gat_heads": 2, "train.phase_epochs": (3, 0, 0, 0),
@@ -91,8 +92,13 @@ def test_a_disk_filling_up_mid_run_fails_the_run_with_the_reason(demo_dataset, t
     assert status["error"].startswith(f"no space left on {tmp_path / 'disk' / 'run'}"), status["error"]
     assert not [p.name for p in files.root.rglob("*") if p.name.endswith(".tmp") or p.name == ".status.reserve"]
     assert load_checkpoint(files.last_checkpoint)["progress"]["epoch"] >= 1     # the last good one, intact
-    summary = run_state(files.root.parent, "run")                               # what the Run page shows
+    summary = run_state(files.root.parent, "run")
     assert summary.status == "failed" and summary.reason.startswith("no space left on")
+    monkeypatch.setenv("ATFT_RUNS_DIR", str(files.root.parent))               # the Run page shows it
+    monkeypatch.setenv("ATFT_DATA_DIR", str(demo_dataset.parent))
+    monkeypatch.chdir(REPO)
+    page = AppTest.from_file(str(REPO / "app.py"), default_timeout=90).run().switch_page("app_pages/run.py").run()
+    assert not page.exception and any(str(e.value).startswith("no space left on") for e in page.error)
 
 
 def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
