@@ -12,7 +12,10 @@ import streamlit as st
 from atft_core.config import RunConfig
 from ui import sidebar, state
 
-st.set_page_config(page_title="ATFT-GAT-FAN", page_icon=":material/monitoring:", layout="wide")
+# A local icon: a ":material/...:" page icon makes the browser fetch it from fonts.gstatic.com,
+# and the app must work offline.
+st.set_page_config(page_title="ATFT-GAT-FAN", page_icon=str(Path(__file__).parent / "ui" / "favicon.png"),
+                   layout="wide")
 state.init(os.environ.get("ATFT_DATA_DIR", "data"), os.environ.get("ATFT_RUNS_DIR", "runs"))
 
 demo = state.data_dir() / Path(RunConfig().data.path).name
@@ -28,6 +31,7 @@ page = st.navigation([
     st.Page("app_pages/new_run.py", title="New run", icon=":material/rocket_launch:", default=True),
     st.Page("app_pages/run.py", title="Run", icon=":material/monitoring:"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("app_pages/predict.py", title="Predict", icon=":material/format_list_numbered:"),
     st.Page("app_pages/data.py", title="Data", icon=":material/database:"),
     st.Page("app_pages/system.py", title="System", icon=":material/memory:"),
 ])

@@ -34,8 +34,8 @@ TINY = {"data": {"lookback": 5, "horizons": [1, 5]},
         "train": {"phase_epochs": [1, 1, 0, 0]}}
 """A run that trains in seconds on the DEMO market (the browser test types the same values)."""
 PAGES = {"new_run": "Pre-flight checks", "run": "Evaluation of the best checkpoint", "compare": "Settings that differ",
-         "data": "Generate a synthetic demo dataset", "system": "Running runs"}
-"""Page url path -> a heading drawn last on that page (the screenshot waits for it)."""
+         "predict": "Download the ranking (CSV)", "data": "Generate a synthetic demo dataset", "system": "Running runs"}
+"""Page url path -> a text drawn last on that page (the screenshot waits for it)."""
 
 
 def free_port() -> int:
@@ -134,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             with sync_playwright() as pw:
                 browser = launch_browser(pw)
                 page = browser.new_page(viewport=VIEWPORT)
-                for path, last_heading in PAGES.items():
+                for path, last_text in PAGES.items():
                     route = "" if path == "new_run" else path  # the default page lives at /
                     page.goto(f"http://127.0.0.1:{port}/{route}?run={ids[0]}")
-                    page.get_by_role("heading", name=last_heading).wait_for(timeout=60_000)
+                    page.get_by_text(last_text, exact=True).first.wait_for(timeout=60_000)
                     settle(page)
                     page.wait_for_timeout(1500)  # let Vega draw
                     page.screenshot(path=str(out / f"{path}.png"))

@@ -6,17 +6,20 @@ folders. AppTest never fires `run_every` timers: following a run means calling r
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import psutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from atft_core.data.validate import validate_dataset
+from atft_core.system import machine_status
 from atft_core.config import ModelConfig, RunConfig, TrainConfig
 from atft_core.run_files import MetricsWriter, RunFiles, read_json, update_status, write_json_atomic
 from atft_core.train import run_training
@@ -386,10 +389,18 @@ def test_run_page_manages_the_run(dirs):
 
 def test_system_page_shows_the_machine(dirs):
     at = open_page(app(), "system")
+    time.sleep(2.5)            # the history samples every 2 s in the background
+    at.run()
     no_exceptions(at)
-    cores = [m.value for m in at.metric if m.label == "CPU cores"]
-    assert cores == [str(psutil.cpu_count())]
+    loads = [m.value for m in at.metric if m.label == f"CPU load ({psutil.cpu_count()} cores)"]
+    assert len(loads) == 1 and loads[0].endswith("%")           # the load without a tooltip
     assert "No run is training now." in texts(at, "caption")
+    charts_ = [c.proto.spec for c in at.get("vega_lite_chart")]
+    assert any("CPU load" in s for s in charts_) and any("Memory" in s for s in charts_)   # history, not a snapshot
+    assert any("samples" in c for c in texts(at, "caption"))
+    if not machine_status().gpus:    # no driver here: said plainly, NVML's words only in the details
+        assert any(i.startswith("No GPU: ") and "NVMLError" not in i for i in texts(at, "info"))
+        assert all("NVMLError" not in t for kind in ("info", "markdown", "caption", "error") for t in texts(at, kind))
 
 
 def test_data_page_lists_datasets_and_shows_build_errors_like_the_cli(dirs, tmp_path):
@@ -407,3 +418,25 @@ def test_data_page_lists_datasets_and_shows_build_errors_like_the_cli(dirs, tmp_
     errors = texts(at, "error")
     assert any(e.startswith("error: ") and "nope.parquet" in e for e in errors), errors
     assert not (data / "jquants.parquet").exists()
+
+
+def test_predict_page_ranks_the_latest_date_and_a_chosen_one(dirs):
+    data, runs = dirs
+    assert run_training(RunConfig().replace(**{"data.path": str(data / "demo.parquet"), **TINY}), runs / "deep") \
+        == "completed"
+    dates = pl.read_parquet(data / "demo.parquet")["Date"].unique().sort().to_list()
+    at = open_page(app(), "predict")
+    no_exceptions(at)
+    markdown = " ".join(texts(at, "markdown"))
+    assert f"stocks on {dates[-1]}** (the dataset's last date: its forward returns are not known yet)" in markdown
+    table = at.dataframe[0].value
+    assert (table.iloc[0]["rank"], table.iloc[0]["decile"], table.iloc[-1]["decile"]) == (1, 10, 1)
+    assert {"q10_1d", "q90_1d", "Sector33Code"} <= set(table.columns)
+    assert "Download the ranking (CSV)" in download_labels(at)
+    at.radio(key="predict_when").set_value("a chosen date").run()
+    at.date_input(key="predict_day").set_value(dates[100]).run()
+    no_exceptions(at)
+    assert f"stocks on {dates[100]}**" in " ".join(texts(at, "markdown"))
+    weekend = next(d for d in (dates[100] + dt.timedelta(days=k) for k in range(1, 7)) if d not in set(dates))
+    at.date_input(key="predict_day").set_value(weekend).run()
+    assert any(f"{weekend} is not a date of" in e for e in texts(at, "error"))

@@ -43,6 +43,9 @@ def test_launch_follow_and_compare_in_a_real_browser(server):
     with sync_api.sync_playwright() as pw:
         browser = launch_browser(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        outside: list[str] = []   # the app must work offline: every request goes to this server
+        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(url) and
+                not r.url.startswith(("data:", "blob:")) else None)
         page.goto(url)
         page.get_by_role("heading", name="New run").wait_for(timeout=30_000)
         fill(page, "Run name", "browser")
@@ -81,13 +84,22 @@ def test_launch_follow_and_compare_in_a_real_browser(server):
         assert "Settings that differ" in body and "model.hidden_size" in body
         assert "browser · completed" in body and "other · completed" in body  # both finished runs chosen
         page.screenshot(path=str(shots / "compare.png"), full_page=True)
+
+        for path, heading in (("predict", "Predict"), ("system", "System"), ("data", "Data")):
+            page.goto(f"{url}/{path}")
+            page.get_by_role("heading", name=heading, exact=True).wait_for(timeout=30_000)
+            settle(page)
+        (tmp / "quotes.csv").write_text("Code,Date\n1301,2024-01-04\n")
+        page.locator('input[type="file"]').first.set_input_files(str(tmp / "quotes.csv"))  # the uploader's icons
+        page.get_by_text("quotes.csv").first.wait_for(timeout=10_000)
+        settle(page)
+        assert outside == [], f"requests off {url}: {outside}"
         browser.close()
 
 
 def launch_with_cli(dataset: Path, runs: Path, tmp: Path, name: str, epochs: list[int]) -> str:
-    """A tiny run started by `python -m atft_core.runs launch`, as from a shell: the trainer
-    outlives the command (its parent is then not this test, which would leave it a zombie
-    that a stop from the app's process waits for in vain)."""
+    """A tiny run started by `python -m atft_core.runs launch`, as from a shell: the app that
+    stops it is not the process that started it."""
     config = tmp / f"{name}.json"
     config.write_text(json.dumps({**TINY, "data": {**TINY["data"], "path": str(dataset)},
                                   "train": {**TINY["train"], "phase_epochs": epochs}}))

@@ -147,3 +147,24 @@ def process_usage(pid: int | None) -> dict:
 
 _PROCS: dict = {}
 """psutil.Process handles kept between refreshes: cpu_percent measures since the previous call."""
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _ranking(run_dir: str, dataset: str, date: str, horizon: int | None, stamps: tuple):
+    from atft_core.predict import rank_stocks
+
+    return rank_stocks(Path(run_dir), Path(dataset), date, horizon)
+
+
+def ranking(runs_dir: Path, run_id: str, dataset: str | Path, date: str, horizon: int | None):
+    """`predict.rank_stocks` of a run on a dataset, recomputed only when best.pt or the dataset changes."""
+    files = RunFiles(Path(runs_dir) / run_id)
+    return _ranking(str(files.root), str(dataset), date, horizon, (_stamp(files.best_checkpoint), _stamp(Path(dataset))))
+
+
+@st.cache_resource(show_spinner=False)
+def machine_history():
+    """The server's one `monitor.MachineHistory`, sampling since the first page that asked for it."""
+    from atft_core.monitor import MachineHistory
+
+    return MachineHistory().start()

@@ -70,6 +70,22 @@ def _phase_name(phase) -> str:
     return "-" if phase is None else str(phase)
 
 
+def progress_fraction(summary: runs.RunSummary) -> float:
+    """Share of the run done: of the planned optimizer steps when the trainer reports them,
+    else of the planned epochs."""
+    if summary.progress is not None:
+        return max(0.0, min(1.0, summary.progress))
+    planned = summary.epochs_planned or 0
+    return min(1.0, (summary.epoch or 0) / planned) if planned else 0.0
+
+
+def progress_text(summary: runs.RunSummary) -> str:
+    text = f"epoch {summary.epoch or 0} of {summary.epochs_planned or '?'}"
+    if summary.live and summary.epoch_steps_planned:
+        text += f" · step {summary.epoch_steps_done or 0} of {summary.epoch_steps_planned} in this epoch"
+    return text
+
+
 def status(summary: runs.RunSummary) -> None:
     """Status, phase, epoch x of y with a progress bar and an ETA, the reason of a failure, and
     what the trainer warned about."""
@@ -80,9 +96,13 @@ def status(summary: runs.RunSummary) -> None:
     cols[2].metric("Epoch", f"{done} / {planned or '?'}")
     cols[3].metric("Best val RankIC", "-" if summary.best_rank_ic is None else f"{summary.best_rank_ic:.4f}",
                    help=f"epoch {summary.best_epoch}" if summary.best_epoch is not None else None)
-    eta = eta_seconds(done, planned, summary.duration or 0.0) if summary.live else None
-    cols[4].metric("Elapsed / ETA", f"{format_seconds(summary.duration)} / {format_seconds(eta)}")
-    st.progress(min(1.0, done / planned) if planned else 0.0, text=f"epoch {done} of {planned or '?'}")
+    trained = summary.active_seconds if summary.active_seconds is not None else summary.duration
+    eta = summary.eta_seconds if summary.eta_seconds is not None else (
+        eta_seconds(done, planned, trained or 0.0) if summary.live else None)
+    cols[4].metric("Training / left", f"{format_seconds(trained)} / {format_seconds(eta if summary.live else None)}",
+                   help="time spent training (every launch of the run together) / time left, estimated from "
+                        "the current step rate")
+    st.progress(progress_fraction(summary), text=progress_text(summary))
     if summary.reason:
         (st.error if summary.status in ("failed", "crashed") else st.info)(summary.reason)
     elif summary.status == "queued":

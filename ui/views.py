@@ -42,3 +42,9 @@ def checklist(items) -> None:
             for i in items]
     st.table(pl.DataFrame(rows, schema={"": pl.Utf8, "check": pl.Utf8, "verdict": pl.Utf8, "detail": pl.Utf8}),
              hide_index=True)
+    technical = [i for i in items if getattr(i, "technical", "")]
+    if technical:
+        with st.expander("Technical details"):
+            for item in technical:
+                st.markdown(f"**{item.name}**")
+                st.code(item.technical, language=None)
