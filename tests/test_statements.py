@@ -109,6 +109,46 @@ def test_per_share_values_follow_the_split_factor(tmp_path):
     assert before.select(S.STATE).equals(after.select(S.STATE))
 
 
+def _split_company(after: str = "2022-05-12", ratio: float = 2.0) -> list[dict]:
+    """`_march_company` with a 1:`ratio` split: filings from `after` on report per-share figures
+    on the new share basis (Profit, in yen, is unchanged; the implied share count jumps)."""
+    later = lambda r: r["DisclosedDate"] >= after  # noqa: E731
+    per_share = ("EarningsPerShare", "BookValuePerShare", "ForecastDividendPerShareAnnual")
+    return [r | {c: r[c] / ratio for c in per_share if r[c] is not None} if later(r) else r for r in _march_company()]
+
+
+def _inferred(rows: list[dict], tmp: Path) -> pl.DataFrame:
+    filings = S.read_statements(_frame(rows, tmp))
+    days = pl.date_range(D(2019, 1, 1), D(2024, 12, 31), eager=True)
+    return S.inferred_split_basis(S.effective_dates(filings, days.filter(days.dt.weekday() <= 5)))
+
+
+@pytest.mark.parametrize("ratio", [2.0, 5.0, 0.2])
+def test_a_split_the_filings_show_puts_earlier_per_share_figures_on_the_new_basis(tmp_path, ratio):
+    """Adjusted quotes carry no split factor: the jump of Profit / EPS by a split ratio gives one,
+    and the earlier filings' per-share figures are divided by it (the adjusted prices are too)."""
+    filings = _inferred(_split_company(ratio=ratio), tmp_path)
+    assert filings.filter(pl.col("DisclosedDate") < D(2022, 5, 12))["basis"].unique().to_list() == [ratio]
+    assert filings.filter(pl.col("DisclosedDate") >= D(2022, 5, 12))["basis"].unique().to_list() == [1.0]
+    assert S.split_summary(filings) == {"splits_inferred": 1, "split_stocks": 1}
+    # on the new basis the states are those of the company without the split, divided by the ratio
+    plain = S.filing_states(_inferred(_march_company(), tmp_path))
+    split = S.filing_states(filings)
+    for name in ("ttm_eps", "bps", "dps"):
+        assert split[name].to_list() == [None if v is None else v / ratio for v in plain[name].to_list()]
+
+
+def test_share_count_moves_that_are_not_splits_leave_the_basis_alone(tmp_path):
+    rows = _march_company()
+    glitch = [r | {"EarningsPerShare": r["EarningsPerShare"] / 2} if r["DisclosedDate"] == "2022-02-07" else r
+              for r in rows]                                          # one filing at half: undone by the next
+    issuance = _split_company(ratio=1.5)                            # 1:1.5 is not inferred (issuance looks alike)
+    tiny = [r | {"EarningsPerShare": r["EarningsPerShare"] / 1000, "Profit": r["Profit"] / 1000}
+            if r["DisclosedDate"] >= "2022-05-12" else r for r in _split_company()]  # EPS < 1 yen: too rounded
+    for rows in (glitch, issuance, tiny):
+        assert _inferred(rows, tmp_path)["basis"].unique().to_list() == [1.0]
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda r: r | {"DisclosedTime": "3pm"}, "column 'DisclosedTime'"),
     (lambda r: r | {"DisclosedDate": "2022-02-30"}, "column 'DisclosedDate'"),
@@ -198,6 +238,38 @@ def test_traded_prices_and_split_factors_keep_yields_on_one_share_basis(long_dem
     # (volume features differ a little: log1p is not scale-free, and the split doubles the volume)
     assert a.select(S.FEATURE_COLUMNS + ("feat_ret_1d", "feat_ret_20d", "target_5d")).equals(
         b.select(S.FEATURE_COLUMNS + ("feat_ret_1d", "feat_ret_20d", "target_5d")))
+
+
+def test_adjusted_quotes_and_a_split_only_the_filings_show_keep_yields_on_one_share_basis(long_demo, tmp_path):
+    """Split-adjusted quotes (the shared data's form) show no split: a stock's adjusted prices are
+    its traded ones divided by every later split. The same 1:2 split world as above: every earlier
+    adjusted price halves, later filings report half the per-share figures; the split read from the
+    filings' share counts makes every feature what it is without the split."""
+    raw = raw_folder(long_demo)
+    q, st = pl.read_parquet(raw / "daily_quotes.parquet"), pl.read_parquet(raw / "statements.parquet")
+    code, day = q["Code"][0], q["Date"].unique().sort()[300]
+    stock = pl.col("LocalCode") == code
+    # EPS in whole yen for this stock, so its share count can be read (the demo's are fractions of one)
+    st = st.with_columns(pl.when(stock).then(pl.col("EarningsPerShare") * 100).otherwise(pl.col("EarningsPerShare")))
+    later = stock & (pl.col("DisclosedDate").str.to_date() >= day)
+    split_st = st.with_columns(pl.when(later).then(pl.col(c) / 2).otherwise(pl.col(c)).alias(c)
+                               for c in ("EarningsPerShare", "BookValuePerShare", "ForecastDividendPerShareAnnual"))
+    prices = [f"Adjustment{c}" for c in ("Open", "High", "Low", "Close")]
+    split_q = q.with_columns(*[pl.when(pl.col("Code") == code).then(pl.col(c) * 0.5).otherwise(pl.col(c)).alias(c)
+                               for c in prices],
+                             pl.when(pl.col("Code") == code).then(pl.col("AdjustmentVolume") * 2)
+                             .otherwise(pl.col("AdjustmentVolume")).alias("AdjustmentVolume"))
+    built = {}
+    for name, quotes, statements in (("plain", q, st), ("split", split_q, split_st)):
+        quotes.write_parquet(tmp_path / f"{name}_q.parquet")
+        statements.write_parquet(tmp_path / f"{name}_s.parquet")
+        built[name] = build_dataset(tmp_path / f"{name}_q.parquet", raw / "listed_info.csv", tmp_path / f"{name}.parquet",
+                                    index=raw / "topix.parquet", statements=tmp_path / f"{name}_s.parquet")
+    assert built["split"].statements["price_basis"] == "adjusted"
+    assert built["split"].statements["splits_inferred"] == built["plain"].statements["splits_inferred"] + 1
+    a, b = pl.read_parquet(tmp_path / "plain.parquet"), pl.read_parquet(tmp_path / "split.parquet")
+    columns = S.FEATURE_COLUMNS + ("feat_ret_1d", "feat_ret_20d", "target_5d")
+    assert a.select(columns).equals(b.select(columns))
 
 
 def test_cli_builds_with_statements_and_check_reports_coverage(long_demo, tmp_path, capsys):

@@ -4,6 +4,7 @@ close that could include it."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import polars as pl
 import pytest
 
 from atft_core.data import build_dataset
+from atft_core.data import statements as S
 from conftest import SHARED_DATA
 
 QUOTES = SHARED_DATA / "jquants_daily_quotes_2016_2024.parquet"
@@ -40,6 +42,10 @@ def _build(tmp: Path, name: str, statements: pl.DataFrame) -> pl.DataFrame:
 
 
 def test_later_filings_leave_earlier_features_unchanged(inputs):
+    """Values and times of every filing after the cut are perturbed. Each filing's figures are
+    scaled by one factor, so its Profit / EPS share count stays: the shared quotes are adjusted
+    for later splits, and the split basis read from later filings' share counts is the one way
+    they reach earlier yields, by design (next test)."""
     cut = pl.date(2022, 6, 30)
     st = inputs["statements"]
     later = pl.col("DisclosedDate").str.to_date() > cut
@@ -56,6 +62,27 @@ def test_later_filings_leave_earlier_features_unchanged(inputs):
     assert past_a.height > 0 and past_a.select(["Code", "Date", *features]).equals(past_b.select(["Code", "Date", *features]))
     assert not a.filter(pl.col("Date") > cut)["feat_fin_ey"].equals(b.filter(pl.col("Date") > cut)["feat_fin_ey"]), \
         "the perturbation did not reach later features: the test would prove nothing"
+
+
+def test_later_filings_reach_earlier_per_share_figures_only_through_the_splits_they_show(inputs):
+    """Adjusted quotes divide every earlier price by a later split; the filings after the cut
+    show those splits in their share counts, and the earlier per-share figures are divided by
+    exactly them (so yields are as on the day). Nothing else of the later filings reaches earlier
+    states: with the later filings dropped, the states up to the cut are the same times the ratio."""
+    cut = dt.date(2022, 6, 30)
+    sessions = inputs["original"]["Date"].unique().sort()
+    filings = S.effective_dates(S.read_statements(inputs["tmp"] / "original_statements.parquet"), sessions)
+    full = S.inferred_split_basis(filings)
+    known = S.inferred_split_basis(filings.filter(pl.col("EffectiveDate") <= cut))
+    later_splits = full.filter(pl.col("EffectiveDate") <= cut).group_by("Code").agg(pl.col("basis").last().alias("ratio"))
+    assert (later_splits["ratio"] != 1.0).sum() >= 3, "no split after the cut in the sample: the test would prove nothing"
+    a = S.filing_states(full).filter(pl.col("EffectiveDate") <= cut)
+    b = S.filing_states(known).join(later_splits, on="Code")
+    assert a["Code"].to_list() == b["Code"].to_list() and a["EffectiveDate"].to_list() == b["EffectiveDate"].to_list()
+    assert a["profit_growth"].equals(b["profit_growth"])
+    for name in ("ttm_eps", "bps", "dps"):  # (x / 3 + y / 3 is not always (x + y) / 3 to the last bit)
+        assert a[name].is_null().equals(b[name].is_null()), name
+        assert np.allclose(a[name].to_numpy(), (b[name] / b["ratio"]).to_numpy(), rtol=1e-12, atol=0, equal_nan=True), name
 
 
 def _first_difference(a: pl.DataFrame, b: pl.DataFrame, code: str):

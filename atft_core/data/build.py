@@ -120,7 +120,8 @@ def fingerprint(inputs: dict[str, Path | None], params: BuildParams) -> tuple[st
     source = {role: ({"file": p.name, "sha256": _sha256(p)} if p else None) for role, p in inputs.items()}
     p = asdict(params)
     p.pop("stocks_per_chunk")
-    blob = json.dumps({"source": source, "params": p}, sort_keys=True)
+    method = {"statements_method": S.METHOD} if inputs.get("statements") else {}
+    blob = json.dumps({"source": source, "params": p, **method}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest(), source
 
 
@@ -355,18 +356,25 @@ def _statement_states(filings: pl.DataFrame, q: pl.DataFrame, path,
     filings = S.effective_dates(filings, q["Date"].unique().sort())
     if filings.height == 0:
         raise DataError(f"{where}: every filing was disclosed after the last quote date {q['Date'].max()}")
-    filings = filings.sort("EffectiveDate").join_asof(
-        q.select("Code", "Date", "basis").sort("Date"), left_on="EffectiveDate", right_on="Date", by="Code",
-        strategy="backward", check_sortedness=False).with_columns(pl.col("basis").fill_null(1.0)).drop("Date")
-    warnings = [] if traded_prices else [
-        "statements: the quotes are split-adjusted only (no Close + AdjustmentFactor), so yields divide by "
-        "adjusted prices: before a later split a stock's earnings, book and dividend yields are too high by "
-        "the split ratio (that split leaks in from the future); give quotes in the API form (`data fetch` writes it)"]
+    if traded_prices:
+        filings = filings.sort("EffectiveDate").join_asof(
+            q.select("Code", "Date", "basis").sort("Date"), left_on="EffectiveDate", right_on="Date", by="Code",
+            strategy="backward", check_sortedness=False).with_columns(pl.col("basis").fill_null(1.0)).drop("Date")
+        split_meta, warnings = {}, []
+    else:
+        filings = S.inferred_split_basis(filings)
+        split_meta = S.split_summary(filings) | {"split_basis": "inferred from the filings' Profit / EarningsPerShare"}
+        warnings = [
+            "statements: the quotes are split-adjusted only (no Close + AdjustmentFactor), so the per-share "
+            f"figures were put on the adjusted prices' share basis with {split_meta['splits_inferred']} split(s) "
+            f"of {split_meta['split_stocks']} stock(s) read from the filings' share counts; a split after a stock's "
+            "last filing (or one the filings do not show) still makes its earlier yields too high by the split "
+            "ratio, a leak from the future; give quotes in the API form (`data fetch` writes it)"]
     if unmatched.len():
         warnings.append(f"statements: {unmatched.len()} code(s) in {Path(path).name} are not in the quotes and are ignored")
     states = S.filing_states(filings)
     first = filings["EffectiveDate"].min()
-    meta = {"price_basis": "traded" if traded_prices else "adjusted", "filings": filings.height,
+    meta = {"price_basis": "traded" if traded_prices else "adjusted", **split_meta, "filings": filings.height,
             "stocks": filings["Code"].n_unique(), "first_effective": str(first),
             "last_effective": str(filings["EffectiveDate"].max()),
             "before_first": f"before {first} no stock has a filing known: statement features are 0 and {S.FLAG} is 1"}

@@ -50,7 +50,19 @@ PERIOD_TYPES = {"1Q": 1, "2Q": 2, "3Q": 3, "4Q": 0, "FY": 0}
 """TypeOfCurrentPeriod -> quarters since the end of the last fiscal year (0: a full year)."""
 MIN_EPS_FOR_SHARES = 1.0
 """|EPS| (yen) below which Profit / EPS is too rounded to estimate the share count."""
+SPLIT_RATIOS = (2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 25.0, 50.0, 100.0, 1 / 2, 1 / 5, 1 / 10)
+"""Share-count ratios read as a split (1:r) or a consolidation (r < 1) between two filings: the
+ratios TSE companies use. Uncommon ones (1:1.5, 1:1.2, 3:1) are not inferred: a share issuance
+or a buyback moves the count by such amounts too."""
+SPLIT_TOLERANCE = 0.03
+"""Relative distance from a SPLIT_RATIOS value within which a jump of the share count counts as
+that split. EPS is profit over the period's average share count, so buybacks and issuance move
+the implied count by a few percent between filings (real 1:2 splits read 1.98-2.06 here)."""
 
+METHOD = 2
+"""Version of how the statement features are computed, part of a build's fingerprint with
+statements: the same files built by a different method are a different dataset (2: the split
+basis of split-adjusted quotes read from the filings' share counts)."""
 FEATURES = ("fin_ey", "fin_bp", "fin_dy", "fin_profit_growth", "fin_days_since", "fin_ret_since")
 """Statement features, normalised per date like the price features (docs/data.md)."""
 NEEDS = {
@@ -140,6 +152,71 @@ def public_order(filings: pl.DataFrame) -> pl.DataFrame:
     keys += [c for c in ("DisclosureNumber",) + VALUES + ("TypeOfCurrentPeriod", "CurrentPeriodEndDate")
              if c in filings.columns]
     return filings.sort(keys, nulls_last=True)
+
+
+def _split_ratio(ratio: float | None) -> float:
+    """The SPLIT_RATIOS value within SPLIT_TOLERANCE of a share-count ratio, else 1.0 (no split)."""
+    if ratio is None:
+        return 1.0
+    return next((r for r in SPLIT_RATIOS if abs(ratio / r - 1.0) <= SPLIT_TOLERANCE), 1.0)
+
+
+def _implied_shares(profit: float | None, eps: float | None) -> float | None:
+    """Profit / EPS, the period's average share count; None where too rounded or not positive."""
+    if profit is None or eps is None or abs(eps) < MIN_EPS_FOR_SHARES or profit / eps <= 0:
+        return None
+    return profit / eps
+
+
+def inferred_split_basis(filings: pl.DataFrame) -> pl.DataFrame:
+    """Add `basis` for quotes that are split-adjusted only: per filing, the product of the split
+    ratios of the splits the stock made after it, read from its later filings' share counts.
+
+    A split shows in the filings as a jump of Profit / EarningsPerShare by a SPLIT_RATIOS value
+    (both counted on usable filings, `_implied_shares`), and the adjusted prices of every earlier
+    day are divided by the same ratio. Dividing a filing's per-share values by its basis puts them
+    on the adjusted prices' share basis, so a yield is what it was on that day: this undoes the
+    hindsight already in the adjusted prices and adds none (the later filings only say what the
+    prices' adjustment already applied). A jump undone by the next usable filing (a one-off
+    glitch: a parent-only figure, a misprint) is not a split. Splits after a stock's last usable
+    filing, or between filings without a usable EPS, cannot be seen and stay in the prices.
+    """
+    ordered = public_order(filings)
+    shares = [_implied_shares(p, e) for p, e in zip(ordered["Profit"], ordered["EarningsPerShare"])]
+    ratio = [1.0] * ordered.height
+    codes = ordered["Code"].to_list()
+    last: dict[str, int] = {}
+    for i, (code, n) in enumerate(zip(codes, shares)):
+        if n is None:
+            continue
+        if code in last:
+            ratio[i] = _split_ratio(n / shares[last[code]])
+        last[code] = i
+    _drop_undone_jumps(codes, shares, ratio)
+    basis, after, code = [1.0] * ordered.height, 1.0, None
+    for i in range(ordered.height - 1, -1, -1):
+        if codes[i] != code:
+            code, after = codes[i], 1.0
+        basis[i] = after
+        after *= ratio[i]
+    return ordered.with_columns(pl.Series("basis", basis, dtype=pl.Float64))
+
+
+def _drop_undone_jumps(codes: list[str], shares: list[float | None], ratio: list[float]) -> None:
+    """Set to 1 (in place) a jump after which the stock's next usable filing is back at the share
+    count from before it (within SPLIT_TOLERANCE), and that filing's jump back."""
+    usable = [i for i, n in enumerate(shares) if n is not None]
+    for before, at, after in zip(usable, usable[1:], usable[2:]):
+        same_stock = codes[before] == codes[at] == codes[after]
+        if same_stock and ratio[at] != 1.0 and abs(shares[after] / shares[before] - 1.0) <= SPLIT_TOLERANCE:
+            ratio[at] = ratio[after] = 1.0
+
+
+def split_summary(filings: pl.DataFrame) -> dict:
+    """How many splits `inferred_split_basis` read from the filings, and in how many stocks."""
+    jumps = filings.with_columns((pl.col("basis") / pl.col("basis").shift(-1).over("Code")).alias("r"))
+    splits = jumps.filter(pl.col("r").is_not_null() & (pl.col("r") != 1.0))
+    return {"splits_inferred": splits.height, "split_stocks": splits["Code"].n_unique()}
 
 
 def _month(day: dt.date) -> int:
