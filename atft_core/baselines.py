@@ -6,6 +6,9 @@
   volatility); the sign is then checked on the *training days only*: if the oriented factor's
   mean daily RankIC against the first horizon's target is negative there, it is flipped.
   Validation and test days never influence the choice.
+- Any input feature (``model.kind = 'factor'``, ``model.factor`` = the feat_* column): the score
+  is ``model.factor_sign`` x the feature, as given for a sign of 1 or -1; a sign of 0 is chosen
+  on the training days as above (the sign with a positive mean daily RankIC).
 - Ridge (``model.kind = 'ridge'``): one linear weight vector per horizon on all features of the
   day, fitted in closed form in float64 on the training days' valid rows,
   ``w = (X'X + ridge_alpha I)^-1 X'y`` (alpha on the sum of squares, as scikit-learn's Ridge).
@@ -39,6 +42,8 @@ FACTORS: dict[str, tuple[tuple[str, ...], float]] = {
 }
 """kind -> (feature names to look for, first found wins; conventional orientation)."""
 RIDGE_KIND = "ridge"
+FACTOR_KIND = "factor"
+"""Any feature as a factor (model.factor, model.factor_sign)."""
 DAY_CHUNK = 64
 """Days gathered at once when accumulating the ridge normal equations (bounds memory only)."""
 STATE_VERSION = 1
@@ -65,7 +70,7 @@ class Baseline:
     def from_state(state: dict[str, Any]) -> "Baseline":
         """Rebuild a baseline from ``state_dict()`` output."""
         kind = state.get("kind")
-        if kind in FACTORS:
+        if kind in FACTORS or kind == FACTOR_KIND:
             return FactorBaseline(
                 kind=kind, feature=state["feature"], sign=float(state["sign"]),
                 default_sign=float(state["default_sign"]), train_rank_ic=state["train_rank_ic"],
@@ -78,7 +83,8 @@ class Baseline:
                 # checkpoints written before the setting reached the ridge used z-scores
                 target_normalization=str(state.get("target_normalization", "cs_zscore")),
             )
-        raise ValueError(f"Baseline.from_state: unknown baseline kind {kind!r}; expected one of {sorted([*FACTORS, RIDGE_KIND])}")
+        raise ValueError(f"Baseline.from_state: unknown baseline kind {kind!r}; "
+                         f"expected one of {sorted([*FACTORS, RIDGE_KIND, FACTOR_KIND])}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,16 +160,25 @@ class FactorBaseline(Baseline):
                 "train_days": self.train_days}
 
 
-def fit_factor(kind: str, panel: Any, train_days: np.ndarray) -> FactorBaseline:
-    """Orient a single factor on the training days (RankIC vs the first horizon's target)."""
-    names, default_sign = FACTORS[kind]
+def fit_factor(kind: str, panel: Any, train_days: np.ndarray, names: tuple[str, ...] | None = None,
+               sign: float | None = None) -> FactorBaseline:
+    """Orient a single factor on the training days (RankIC vs the first horizon's target).
+
+    A named kind (FACTORS) brings its features and conventional sign, flipped when the oriented
+    factor's training RankIC is negative. `names` and `sign` (model.factor, model.factor_sign)
+    give them instead: a sign of 1 or -1 is kept as given, 0 takes the positive one on training.
+    """
+    default_names, default_sign = FACTORS.get(kind, ((), 1.0))
+    names = names or default_names
+    fixed = sign is not None and sign != 0
+    default_sign = float(sign) if fixed else default_sign
     idx, feature = _feature_index(panel, names, kind)
     days = _days(panel, train_days)
     score = default_sign * panel.features[days][..., idx].double().cpu().numpy()   # [D, N]
     target = panel.targets[days][..., 0].double().cpu().numpy()
     valid = panel.valid[days].cpu().numpy()
     rank_ic = metrics.summarize(score, target, valid)["rank_ic"] if len(score) else None
-    flip = rank_ic is not None and rank_ic < 0
+    flip = not fixed and rank_ic is not None and rank_ic < 0
     return FactorBaseline(kind=kind, feature=feature, sign=-default_sign if flip else default_sign,
                           default_sign=default_sign, train_rank_ic=rank_ic, train_days=len(score))
 
@@ -289,9 +304,12 @@ def fit_baseline(cfg: RunConfig, panel: Any, train_days: np.ndarray) -> Baseline
                          f">= data.min_stocks_per_day={cfg.data.min_stocks_per_day} valid stocks")
     if kind in FACTORS:
         return fit_factor(kind, panel, days)
+    if kind == FACTOR_KIND:
+        return fit_factor(kind, panel, days, (cfg.model.factor,), cfg.model.factor_sign)
     if kind == RIDGE_KIND:
         return fit_ridge(panel, days, cfg.model.ridge_alpha, cfg.loss.target_normalization)
-    raise ValueError(f"fit_baseline: model.kind={kind!r} is not a baseline; baselines are {', '.join([*FACTORS, RIDGE_KIND])}")
+    raise ValueError(f"fit_baseline: model.kind={kind!r} is not a baseline; baselines are "
+                     f"{', '.join([*FACTORS, FACTOR_KIND, RIDGE_KIND])}")
 
 
 def baseline_from_state(state: dict[str, Any]) -> Baseline:

@@ -23,8 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-MODEL_KINDS = ("atft_gat_fan", "reversal_1d", "reversal_5d", "momentum_20d", "low_vol", "ridge")
-"""`model.kind` values: the deep model, single-factor baselines and a ridge regression."""
+MODEL_KINDS = ("atft_gat_fan", "reversal_1d", "reversal_5d", "momentum_20d", "low_vol", "ridge", "factor")
+"""`model.kind` values: the deep model, single-factor baselines, a ridge regression and any input
+feature as a one-line factor (`model.factor`)."""
+FACTOR_SIGNS = (1, -1, 0)
+"""`model.factor_sign` values: as given (1, -1) or chosen on the training days (0)."""
 
 TARGET_NORMALIZATIONS = ("cs_zscore", "cs_rank", "none")
 """`loss.target_normalization` values (see atft_core.loss)."""
@@ -120,6 +123,12 @@ class ModelConfig:
     """Quantile levels of the pinball heads, each in (0, 1), increasing."""
     ridge_alpha: float = 1.0
     """L2 penalty of the ridge baseline (model.kind = 'ridge')."""
+    factor: str = ""
+    """With model.kind = 'factor': the input feature that is the score (e.g. feat_fin_ey); it must
+    be among the loaded features. Empty for every other kind."""
+    factor_sign: int = 1
+    """With model.kind = 'factor': 1 ranks high values of model.factor first, -1 low ones; 0 takes
+    the sign whose mean daily RankIC on the training days (first horizon) is positive."""
 
 
 @dataclass(frozen=True)
@@ -478,6 +487,11 @@ def _problems(cfg: RunConfig) -> list[str]:  # noqa: C901 - a flat list of rules
     need(all(0.0 < q < 1.0 for q in m.quantiles), "model.quantiles: each must be in (0, 1)")
     need(list(m.quantiles) == sorted(set(m.quantiles)), "model.quantiles: list distinct values in increasing order")
     need(m.ridge_alpha >= 0.0, "model.ridge_alpha: must be >= 0")
+    if m.kind == "factor":
+        need(m.factor.startswith("feat_"), f"model.factor: name the input feature to score (a feat_* column), got {m.factor!r}")
+    else:
+        need(not m.factor, f"model.factor: only model.kind='factor' uses it; model.kind={m.kind!r} would ignore it")
+    need(m.factor_sign in FACTOR_SIGNS, f"model.factor_sign: expected 1, -1 or 0 (chosen on training), got {m.factor_sign!r}")
 
     for name in ("huber_weight", "pinball_weight", "rankic_weight", "cs_ic_weight", "sharpe_weight"):
         need(getattr(lo, name) >= 0.0, f"loss.{name}: must be >= 0")

@@ -127,4 +127,5 @@ def check_settings(cfg: RunConfig) -> DayPlan:
     except DataError as exc:
         raise ConfigError(str(exc)) from exc
     feature_index(cfg.loss.neutralize, loaded, "loss.neutralize")
+    feature_index((cfg.model.factor,) if cfg.model.factor else (), loaded, "model.factor")
     return plan_days(cfg, summary)

@@ -309,23 +309,26 @@ def _check_dataset(cfg: RunConfig) -> tuple[list[CheckItem], _Dataset | None]:
                        + (f"; warnings: {'; '.join(ds.warnings)}" if ds.warnings else ""))]
     items.append(CheckItem("sector", "pass", "Sector33Code present: sector edges available") if ds.has_sector
                  else CheckItem("sector", "warn", "no Sector33Code column: the graph gets no same-sector edges"))
-    if cfg.data.features or cfg.data.expected_feature_count or cfg.loss.neutralize:
+    if cfg.data.features or cfg.data.expected_feature_count or cfg.loss.neutralize or cfg.model.factor:
         items.append(_check_features(cfg, ds.feature_names, path))
     return items, ds
 
 
 def _check_features(cfg: RunConfig, in_dataset: tuple[str, ...], path: str) -> CheckItem:
     """The loader's own feature selection (data.features, data.expected_feature_count), then
-    loss.neutralize among the features that will load."""
+    loss.neutralize and model.factor among the features that will load."""
     from atft_core.data.validate import select_features
 
+    factor = (cfg.model.factor,) if cfg.model.factor else ()
     try:
         loaded = select_features(in_dataset, cfg.data.features, cfg.data.expected_feature_count, path)
         feature_index(cfg.loss.neutralize, loaded, "loss.neutralize")
+        feature_index(factor, loaded, "model.factor")
     except (DataError, ConfigError) as exc:
         return CheckItem("features", "fail", str(exc), setting=True)
     return CheckItem("features", "pass", f"{len(loaded)} features to load"
-                     + (f"; the target is neutralised on {', '.join(cfg.loss.neutralize)}" if cfg.loss.neutralize else ""))
+                     + (f"; the target is neutralised on {', '.join(cfg.loss.neutralize)}" if cfg.loss.neutralize else "")
+                     + (f"; the score is {cfg.model.factor}" if factor else ""))
 
 
 def _check_device(cfg: RunConfig, machine: MachineStatus) -> tuple[CheckItem, RunConfig | None]:

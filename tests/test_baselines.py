@@ -87,6 +87,23 @@ def test_factor_feature_lookup(kind, feature):
     assert fitted.feature == feature
 
 
+@pytest.mark.parametrize("sign, expected", [(1, 1.0), (-1, -1.0), (0, -1.0)])
+def test_any_feature_as_a_factor_with_a_given_or_a_trained_sign(sign, expected):
+    """model.kind='factor': the score is model.factor_sign x model.factor, kept as given even when
+    training disagrees (1 here: the training days reward minus feat_other); 0 chooses on training."""
+    panel = _regime_panel()
+    feats = panel.features.clone()
+    feats[..., 4] = feats[..., 0]           # feat_other carries the training days' reversal relation
+    panel = _panel(feats.numpy(), panel.targets.numpy(), panel.valid.numpy())
+    fitted = fit_baseline(_cfg("factor", **{"model.factor": "feat_other", "model.factor_sign": sign}), panel, np.arange(30))
+    assert (fitted.kind, fitted.feature, fitted.sign) == ("factor", "feat_other", expected)
+    assert fitted.describe()["flipped_on_train"] == (sign == 0)
+    pred = fitted.predict(panel, np.arange(30, 60))
+    valid = panel.valid[30:60].numpy()
+    np.testing.assert_allclose(pred[..., 1][valid], expected * feats[30:60, :, 4].numpy()[valid], rtol=1e-6)
+    assert baseline_from_state(fitted.state_dict()) == fitted
+
+
 def test_missing_feature_error_names_it():
     panel = _regime_panel()
     panel = _panel(panel.features.numpy()[..., 1:], panel.targets.numpy(), panel.valid.numpy(), names=FEATURES[1:])

@@ -210,6 +210,14 @@ def _ridge_obs(cfg: RunConfig) -> torch.Tensor:
     return fit_baseline(eff, panel, make_splits(panel.dates, eff.data).train).state_dict()["weights"]
 
 
+def _factor_obs(cfg: RunConfig) -> np.ndarray:
+    """The factor baseline's validation scores."""
+    eff = _effective(cfg)
+    panel = _panel(eff.data)
+    splits = make_splits(panel.dates, eff.data)
+    return fit_baseline(eff, panel, splits.train).predict(panel, splits.val)
+
+
 def _track_best_obs(cfg: RunConfig) -> tuple[float, int, int]:
     """Feed three validation RankICs to Trainer._track_best (+0.02, then +0.01)."""
     with _trainer(cfg) as trainer:
@@ -346,6 +354,8 @@ PROBES: dict[str, tuple] = {
     "model.gate_learnable": (False, _MODEL_PARAMS),
     "model.quantiles": ((0.25, 0.75), _key(_model_obs, "n_params", "quantiles")),
     "model.ridge_alpha": (1e4, _ridge_obs, {"model.kind": "ridge"}),
+    "model.factor": ("feat_vol_20", _factor_obs, {"model.kind": "factor", "model.factor": "feat_ret_1d"}),
+    "model.factor_sign": (-1, _factor_obs, {"model.kind": "factor", "model.factor": "feat_ret_1d"}),
 
     "loss.huber_weight": (2.0, _LOSS),
     "loss.huber_delta": (0.05, _key(_epoch_obs, "loss/huber", "val/loss")),

@@ -100,6 +100,9 @@ def test_named_features_are_checked_against_the_dataset_before_launch(dataset: P
     not_loaded = cfg_for(dataset, **{"data.features": ("feat_ret_1d", "feat_beta_60"), "loss.neutralize": ("feat_vol_20",)})
     detail = item(preflight(not_loaded, tmp_path, probes()), "features").detail
     assert "loss.neutralize: ['feat_vol_20'] not among the 2 loaded features" in detail
+    factor = {"model.kind": "factor", "model.factor": "feat_fin_ey"}  # a price-only dataset has no statements
+    assert "model.factor: ['feat_fin_ey'] not among" in item(preflight(cfg_for(dataset, **factor), tmp_path, probes()),
+                                                             "features").detail
 
 
 def test_feature_count_is_checked_before_launch(dataset: Path, tmp_path: Path) -> None:
