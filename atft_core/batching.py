@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -36,11 +37,17 @@ class DayBatch:
     (zeros before the panel's first day); seq_row [S] which of the U histories a row belongs
     to; seq_end [S] the step of the row's own day in that history (every step <= seq_end is a
     day <= t); day [S] 0..B-1; day_index [B] panel day indices; stock [S] panel stock indices;
-    targets [S, H] (NaN where unknown); edge_index [2, E] over the S rows (never across days);
-    edge_attr [E, 2]. `lookback` L is the window length; `seq_end >= 2 * (L - 1)` for every row,
-    so each row has its L-step window plus L - 1 earlier steps of normalisation context.
+    targets [S, H] (NaN where unknown); edge_index [2, E] over the S rows (never across days),
+    where the index S is a sink: an edge of the day's graph whose stock is not in the batch
+    that day joins the sink at both ends, so the edge count never depends on the data (see
+    GraphBlock); edge_attr [E, 2]. `lookback` L is the window length; `seq_end >= 2 * (L - 1)`
+    for every row, so each row has its L-step window plus L - 1 earlier steps of normalisation
+    context (`history_checked`: the builder guarantees it, so the model need not read seq_end).
     With a precomputed FAN (atft_core/nn/fan.py `FanInputs`): fan_seq [U, T-L+1, F] the FAN
     residuals of seq[:, L-1:], fan_summary [S, 2F] the rows' summaries, fan_key (window, top_k).
+    From make_day_batch also: day_slot [S] the row's place among its day's rows, day_width the
+    most rows of one day (the per-date loss terms use a [B, day_width] grid, atft_core.loss),
+    and host_rows, numpy copies of (day, stock) for whoever maps predictions back to the panel.
     """
 
     seq: Tensor
@@ -56,6 +63,10 @@ class DayBatch:
     fan_seq: Tensor | None = None
     fan_summary: Tensor | None = None
     fan_key: tuple[int, int] | None = None
+    day_slot: Tensor | None = None
+    day_width: int = 0
+    host_rows: tuple[np.ndarray, np.ndarray] | None = None
+    history_checked: bool = False
 
     @property
     def n_rows(self) -> int:
@@ -91,10 +102,10 @@ class DayBatch:
         return cls(seq=seq, seq_row=torch.arange(s, device=x.device),
                    seq_end=torch.full((s,), 2 * lookback - 2, dtype=torch.long, device=x.device),
                    lookback=lookback, day=day, day_index=day_index, stock=stock, targets=targets,
-                   edge_index=edge_index, edge_attr=edge_attr)
+                   edge_index=edge_index, edge_attr=edge_attr, history_checked=True)
 
 
-def make_day_batch(panel: "Panel", day_indices: Sequence[int] | Tensor, lookback: int,
+def make_day_batch(panel: "Panel", day_indices: Sequence[int] | Tensor | np.ndarray, lookback: int,
                    graphs: "GraphCache | None", device: torch.device | str,
                    fan: FanInputs | None = None) -> DayBatch:
     """Gather the stock-days of `day_indices` from `panel` into one DayBatch on `device`.
@@ -103,36 +114,155 @@ def make_day_batch(panel: "Panel", day_indices: Sequence[int] | Tensor, lookback
     lookback - 1), in (day, stock) order. `seq` spans from 2 * (lookback - 1) days before the
     earliest day to the latest one, so pass days that lie close together (the trainer and the
     predictors pass runs of consecutive days); days before the panel's start are zeros.
-    Graph edges (from `graphs.for_day(t)`) are kept only between rows of the same day and
-    re-indexed to rows; with `graphs=None` the batch has no edges. With `fan`, the batch also
-    carries the precomputed FAN residuals and summaries of its steps and rows.
-    Indexing happens where the panel lives; only the result is moved to `device`.
+    Graph edges (from `graphs.for_day(t)`) link rows of the same day; an edge whose stock is
+    not in the batch that day goes to the sink (see DayBatch); with `graphs=None` the batch has
+    no edges. With `fan`, the batch also carries the precomputed FAN residuals and summaries of
+    its steps and rows. One-off form of `DayBatcher` (which keeps the host copy of the mask).
     """
-    if lookback < 1:
-        raise ValueError(f"make_day_batch: lookback must be >= 1, got {lookback}")
-    src = panel.features.device
-    days = torch.as_tensor(day_indices, dtype=torch.long, device=src).reshape(-1)
-    n_days, n_stocks = panel.valid.shape
-    if days.numel() and (int(days.min()) < 0 or int(days.max()) >= n_days):
-        raise IndexError(f"make_day_batch: day indices must be in 0..{n_days - 1}, got {days.tolist()}")
-    ok = panel.valid[days] & (days >= lookback - 1)[:, None]          # [B, N]
-    day, stock = ok.nonzero(as_tuple=True)                              # [S], (day, stock) order
-    used, seq_row = torch.unique(stock, return_inverse=True)           # [U], [S]
-    first = (int(days.min()) if days.numel() else 0) - 2 * (lookback - 1)
-    last = int(days.max()) if days.numel() else first
-    span = torch.arange(first, last + 1, device=src)                    # [T]
-    seq = _histories(panel.features, span, used)                        # [U, T, F]
-    edge_index, edge_attr = _day_edges(ok, day, stock, days, graphs)
-    batch = DayBatch(seq=seq, seq_row=seq_row, seq_end=days[day] - first, lookback=lookback,
-                     day=day, day_index=days, stock=stock, targets=panel.targets[days[day], stock],
-                     edge_index=edge_index, edge_attr=edge_attr)
-    if fan is not None:
-        if fan.window != lookback:
+    return DayBatcher(panel, lookback, graphs, device, fan)(day_indices)
+
+
+class DayBatcher:
+    """Builds the DayBatches of one panel without waiting for the device.
+
+    Which stock-days are rows, which histories they read and where each sits in its day depend
+    only on the validity mask, so that bookkeeping runs on the host in numpy, from a copy of the
+    mask taken once here; its index arrays then reach the device in one copy (pinned and
+    asynchronous on CUDA). Gathering features, targets and FAN inputs happens where the panel
+    lives, the day graphs' edges where the graphs live (`GraphCache.device`), and only results
+    move to `device`. Nothing reads a device value back, so on a GPU the host can queue the next
+    step's work while the device still runs this one.
+    """
+
+    def __init__(self, panel: "Panel", lookback: int, graphs: "GraphCache | None", device: torch.device | str,
+                 fan: FanInputs | None = None) -> None:
+        if lookback < 1:
+            raise ValueError(f"make_day_batch: lookback must be >= 1, got {lookback}")
+        if fan is not None and fan.window != lookback:
             raise ValueError(f"make_day_batch: FAN was computed with window {fan.window}, lookback is {lookback}")
-        batch.fan_seq = _histories(fan.residual, span[lookback - 1:], used)
-        batch.fan_summary = fan.summary[days[day], stock]
-        batch.fan_key = (fan.window, fan.top_k)
-    return batch.to(device)
+        self.panel, self.lookback, self.graphs, self.fan = panel, lookback, graphs, fan
+        self.device = _canonical(device)
+        self.source = panel.features.device
+        self.valid = panel.valid.cpu().numpy()                              # [D, N], host copy
+
+    def __call__(self, day_indices: Sequence[int] | Tensor | np.ndarray) -> DayBatch:
+        plan = _RowPlan.of(self.valid, _host_days(day_indices), self.lookback)
+        panel, fan = self.panel, self.fan
+        edges = self.graphs is not None
+        at_source = _Indices(plan, self.source, edges)
+        seq = _histories(panel.features, at_source.span, at_source.used)      # [U, T, F]
+        targets = panel.targets[at_source.days[at_source.day], at_source.stock]
+        fan_seq = fan_summary = None
+        if fan is not None:
+            fan_seq = _histories(fan.residual, at_source.span[self.lookback - 1:], at_source.used)
+            fan_summary = fan.summary[at_source.days[at_source.day], at_source.stock]
+        here = at_source if self.device == self.source else _Indices(plan, self.device, edges)
+        edge_index, edge_attr = self._edges(plan, here)
+        return DayBatch(
+            seq=_moved(seq, self.device), seq_row=here.seq_row, seq_end=here.seq_end, lookback=self.lookback,
+            day=here.day, day_index=here.days, stock=here.stock, targets=_moved(targets, self.device),
+            edge_index=edge_index, edge_attr=edge_attr, fan_seq=_moved(fan_seq, self.device),
+            fan_summary=_moved(fan_summary, self.device), fan_key=(fan.window, fan.top_k) if fan is not None else None,
+            day_slot=here.slot, day_width=plan.width, host_rows=(plan.day, plan.stock), history_checked=True)
+
+    def _edges(self, plan: "_RowPlan", here: "_Indices") -> tuple[Tensor, Tensor]:
+        """Each day's graph over the rows: stock -> row of that day, or the sink (both ends)."""
+        graphs, sink = self.graphs, plan.n_rows
+        if graphs is None or sink == 0:
+            return (torch.zeros(2, 0, dtype=torch.long, device=self.device),
+                    torch.zeros(0, EDGE_ATTR_DIM, dtype=torch.float32, device=self.device))
+        graph_device = _canonical(graphs.device)
+        row_of = here.row_of if graph_device == self.device else _Indices(plan, graph_device, True).row_of
+        indices, attrs = [], []
+        for b, t in enumerate(plan.days.tolist()):
+            if plan.counts[b] == 0:
+                continue
+            ei, ea = graphs.for_day(t)
+            rows = row_of[b][ei]                                            # [2, E]: rows or the sink
+            dead = (rows == sink).any(0, keepdim=True)
+            indices.append(rows.masked_fill(dead, sink))
+            attrs.append(ea)
+        return (_moved(torch.cat(indices, dim=1), self.device),
+                _moved(torch.cat(attrs, dim=0).to(torch.float32), self.device))
+
+
+def _canonical(device: torch.device | str) -> torch.device:
+    """'cuda' names the current GPU; tensors report it with its index ('cuda:0')."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _host_days(day_indices: Sequence[int] | Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(day_indices, Tensor):
+        day_indices = day_indices.cpu().numpy()   # callers that care pass numpy (no device read)
+    return np.asarray(day_indices, dtype=np.int64).reshape(-1)
+
+
+@dataclass
+class _RowPlan:
+    """The host-side bookkeeping of one batch (numpy, [S] unless noted)."""
+
+    days: np.ndarray        # [B] panel day indices
+    day: np.ndarray         # 0..B-1
+    stock: np.ndarray       # panel stock index
+    used: np.ndarray        # [U] stocks with a history
+    seq_row: np.ndarray
+    seq_end: np.ndarray
+    span: np.ndarray        # [T] panel days of the histories
+    slot: np.ndarray        # place among the day's rows
+    counts: np.ndarray      # [B] rows per day
+    row_of: np.ndarray      # [B, N] row of (day, stock), or n_rows (the sink)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.day)
+
+    @property
+    def width(self) -> int:
+        return int(self.counts.max()) if len(self.counts) else 0
+
+    @classmethod
+    def of(cls, valid: np.ndarray, days: np.ndarray, lookback: int) -> "_RowPlan":
+        n_days, n_stocks = valid.shape
+        if days.size and (days.min() < 0 or days.max() >= n_days):
+            raise IndexError(f"make_day_batch: day indices must be in 0..{n_days - 1}, got {days.tolist()}")
+        ok = valid[days] & (days >= lookback - 1)[:, None]                  # [B, N]
+        day, stock = np.nonzero(ok)                                         # (day, stock) order
+        used, seq_row = np.unique(stock, return_inverse=True)
+        first = (int(days.min()) if days.size else 0) - 2 * (lookback - 1)
+        last = int(days.max()) if days.size else first
+        counts = ok.sum(1)
+        rows = np.arange(len(day))
+        row_of = np.full(ok.shape, len(day), dtype=np.int64)
+        row_of[day, stock] = rows
+        return cls(days=days, day=day, stock=stock, used=used, seq_row=seq_row.reshape(-1),
+                   seq_end=days[day] - first, span=np.arange(first, last + 1), slot=rows - (np.cumsum(counts) - counts)[day],
+                   counts=counts, row_of=row_of)
+
+
+class _Indices:
+    """A plan's index arrays as int64 tensors on one device, sent there in one copy
+    (`row_of`, [B, N], only for batches with graph edges)."""
+
+    NAMES = ("days", "day", "stock", "used", "seq_row", "seq_end", "span", "slot")
+
+    def __init__(self, plan: _RowPlan, device: torch.device, with_row_of: bool) -> None:
+        names = self.NAMES + (("row_of",) if with_row_of else ())
+        arrays = [np.asarray(getattr(plan, name), dtype=np.int64) for name in names]
+        packed = torch.from_numpy(np.concatenate([a.reshape(-1) for a in arrays]))
+        if device.type == "cuda":
+            packed = packed.pin_memory().to(device, non_blocking=True)
+        parts = torch.split(packed, [a.size for a in arrays])
+        for name, array, part in zip(names, arrays, parts):
+            setattr(self, name, part.view(array.shape))
+
+
+def _moved(value: Tensor | None, device: torch.device) -> Tensor | None:
+    if value is None or value.device == device:
+        return value
+    return value.to(device, non_blocking=value.device.type == "cpu" and value.is_pinned())
 
 
 def _histories(values: Tensor, span: Tensor, stocks: Tensor) -> Tensor:
@@ -140,27 +270,3 @@ def _histories(values: Tensor, span: Tensor, stocks: Tensor) -> Tensor:
     out = values[span.clamp(min=0)[:, None], stocks[None, :]]             # [T, U, C]
     out = out * (span >= 0).to(out.dtype)[:, None, None]
     return out.transpose(0, 1).contiguous()
-
-
-def _day_edges(ok: Tensor, day: Tensor, stock: Tensor, days: Tensor,
-               graphs: "GraphCache | None") -> tuple[Tensor, Tensor]:
-    """Edges of each day's graph between that day's rows, re-indexed to row numbers."""
-    device = ok.device
-    if graphs is None or day.numel() == 0:
-        return (torch.zeros(2, 0, dtype=torch.long, device=device),
-                torch.zeros(0, EDGE_ATTR_DIM, dtype=torch.float32, device=device))
-    row_of = torch.full(ok.shape, -1, dtype=torch.long, device=device)  # [B, N] -> row or -1
-    row_of[day, stock] = torch.arange(day.numel(), device=device)
-    indices, attrs = [], []
-    for b, t in enumerate(days.tolist()):
-        if not bool(ok[b].any()):
-            continue
-        ei, ea = graphs.for_day(t)
-        rows = row_of[b]
-        ei = rows[ei.to(device)]                                        # [2, E] rows or -1
-        keep = (ei >= 0).all(0)
-        indices.append(ei[:, keep])
-        attrs.append(ea.to(device)[keep])
-    if not indices:
-        return _day_edges(ok, day, stock, days, None)
-    return torch.cat(indices, dim=1), torch.cat(attrs, dim=0).to(torch.float32)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from atft_core import metrics
-from atft_core.batching import make_day_batch
+from atft_core.batching import DayBatcher
 from atft_core.config import RunConfig
 from atft_core.nn.fan import FanInputs
 from atft_core.plan import usable_days
@@ -54,21 +54,23 @@ class ModelPredictor:
         n_days, n_stocks = len(day_indices), self.panel.valid.shape[1]
         out = np.full((n_days, n_stocks, len(self.cfg.data.horizons)), np.nan, dtype=np.float64)
         chunk = self.cfg.train.days_per_step
+        batcher = DayBatcher(self.panel, self.cfg.data.lookback, self.graphs, self.device, self.fan)
+        points, rows = [], []
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
             for start in range(0, n_days, chunk):
-                days = day_indices[start:start + chunk]
-                batch = make_day_batch(self.panel, torch.as_tensor(days), self.cfg.data.lookback,
-                                       self.graphs, self.device, self.fan)
+                batch = batcher(np.asarray(day_indices[start:start + chunk]))
                 with self.autocast():
                     output = self.model(batch)
                 if on_batch is not None:
                     on_batch(output, batch)
-                point = output.point.float()
-                rows = (batch.day.cpu().numpy() + start, batch.stock.cpu().numpy())
-                out[rows] = point.cpu().numpy()
+                points.append(output.point.float())
+                day, stock = batch.host_rows
+                rows.append((day + start, stock))
         self.model.train(was_training)
+        if points:  # one copy back to the host for the whole pass
+            out[np.concatenate([d for d, _ in rows]), np.concatenate([s for _, s in rows])] = torch.cat(points).cpu().numpy()
         return out
 
 

@@ -37,15 +37,22 @@ Targets that are NaN are left out of every term (per horizon). A (date, horizon)
 than two valid rows adds nothing to the cross-sectional terms; a horizon with none at all
 counts as correlation 0, return 0 and point loss 0, i.e. a constant without gradient.
 
-Memory: the soft rank needs every pair of stocks of a date. It is computed in row chunks of
-at most ``SOFT_RANK_CHUNK_ELEMENTS`` pairs, forward and backward (a custom autograd function
-saves only the n inputs), so the extra memory is about 16 MB at any n, e.g. 4,000 stocks
-(16M pairs) take four chunks instead of a 64 MB matrix kept per date and horizon for backward.
+Memory: the soft rank needs every pair of stocks of a date. It is computed for every (date,
+horizon) of the batch at once, on a [dates x horizons, most stocks of a date] grid, in row
+chunks of at most ``SOFT_RANK_CHUNK_ELEMENTS`` pairs, forward and backward (a custom autograd
+function saves only the inputs), so the extra memory is about 16 MB at any size instead of a
+pair matrix kept per date and horizon for backward.
+
+No host reads: the per-date terms need each row's place in its date, which the batch brings
+from the host (`DayBatch.day_slot`), so nothing here waits for the device (`loss_terms`;
+`compute_loss` reads the term values back once, for callers that want floats).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import math
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -92,19 +99,16 @@ def _day_standardize(x: Tensor, m: Tensor, day: Tensor, n_days: int) -> tuple[Te
     return centered / std[day], std
 
 
-def _day_rank_gauss(x: Tensor, m: Tensor, day: Tensor, n_days: int) -> Tensor:
+def _day_rank_gauss(x: Tensor, m: Tensor, layout: "DayLayout") -> Tensor:
     """Per-(day, horizon) rank-gauss of x over valid rows, 0 where invalid. Shapes: [S, H] -> [S, H].
 
     Average ranks r (ties share theirs) of the n valid rows become Phi^-1((r - 0.5) / n).
     """
-    out = torch.zeros_like(x)
-    for d in range(n_days):
-        rows = (day == d).nonzero(as_tuple=True)[0]
-        for h in range(x.shape[1]):
-            sel = rows[m[rows, h]]
-            if sel.numel():
-                out[sel, h] = rank_gauss(x[sel, h].double()).to(x.dtype)
-    return out
+    valid = _to_grid(m, layout, False)                                           # [H, B, W]
+    ranks = _masked_average_rank(_to_grid(x.double(), layout, 0.0), valid)
+    n = valid.sum(-1, keepdim=True).clamp_min(1)
+    gauss = torch.where(valid, torch.special.ndtri((ranks - 0.5) / n), torch.zeros_like(ranks))
+    return _from_grid(gauss, layout).to(x.dtype)
 
 
 def _day_residualize(y: Tensor, m: Tensor, x: Tensor, day: Tensor, n_days: int) -> Tensor:
@@ -124,7 +128,10 @@ def _day_residualize(y: Tensor, m: Tensor, x: Tensor, day: Tensor, n_days: int) 
         0, day, design[:, None, :] * (y.double() * mf)[:, :, None])              # [B, H, K+1]
     counts = gram[:, :, 0, 0].clamp_min(1.0)
     eye = torch.eye(k1, dtype=gram.dtype, device=gram.device)
-    coef = torch.linalg.solve(gram + NEUTRALIZE_RIDGE * counts[..., None, None] * eye, moment[..., None])[..., 0]
+    # solve_ex without its error check: the ridge keeps every system regular, and the check
+    # would read a status flag back to the host (a device sync) each step.
+    coef = torch.linalg.solve_ex(gram + NEUTRALIZE_RIDGE * counts[..., None, None] * eye, moment[..., None],
+                                 check_errors=False)[0][..., 0]
     fitted = (design[:, None, :] * coef[day]).sum(-1)                            # [S, H]
     return ((y.double() - fitted) * mf).to(y.dtype)
 
@@ -138,45 +145,115 @@ def _over_days(values: Tensor, defined: Tensor, neutral: float) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Soft rank and soft Spearman (one cross-section)
+# The day grid: per-date terms for all days and horizons at once, without host reads
 
 
-def _row_chunks(n: int) -> range:
-    return range(0, n, max(1, SOFT_RANK_CHUNK_ELEMENTS // max(n, 1)))
+class DayLayout(NamedTuple):
+    """Where each row sits in a [days, width] grid (width = the most rows of one day).
+
+    Per-date terms are computed on the grid [H, B, W] (cells without a row are masked), so all
+    days and horizons take one pass and nothing reads a day's row count back to the host.
+    """
+
+    n_days: int
+    width: int
+    cell: Tensor
+    """[S] day * width + the row's slot within its day."""
+
+
+def day_layout(batch: Any, day: Tensor) -> DayLayout:
+    """The batch's grid layout: from its host-built `day_slot` / `day_width` (make_day_batch
+    sets them), else derived from `day` (reads it back to the host: batches made by hand)."""
+    slot = getattr(batch, "day_slot", None)
+    if slot is not None:
+        return DayLayout(batch.n_days, batch.day_width, day * batch.day_width + slot.to(day.device))
+    day_host = day.cpu()
+    n_days = max(int(getattr(batch, "n_days", 0) or 0), int(day_host.max()) + 1 if day_host.numel() else 0)
+    counts = torch.bincount(day_host, minlength=n_days)
+    order = torch.argsort(day_host, stable=True)
+    slot = torch.empty_like(day_host)
+    slot[order] = torch.arange(day_host.numel()) - (torch.cumsum(counts, 0) - counts)[day_host[order]]
+    width = int(counts.max()) if n_days else 0
+    return DayLayout(n_days, width, (day_host * width + slot).to(day.device))
+
+
+def _to_grid(x: Tensor, layout: DayLayout, fill: float | bool) -> Tensor:
+    """Rows [S, H] -> grid [H, B, W], `fill` in the cells without a row (differentiable)."""
+    grid = x.new_full((layout.n_days * layout.width, x.shape[1]), fill)
+    grid = grid.index_put((layout.cell,), x)
+    return grid.view(layout.n_days, layout.width, x.shape[1]).permute(2, 0, 1)
+
+
+def _from_grid(grid: Tensor, layout: DayLayout) -> Tensor:
+    """Grid [H, B, W] -> rows [S, H]."""
+    return grid.permute(1, 2, 0).reshape(layout.n_days * layout.width, grid.shape[0])[layout.cell]
+
+
+def _masked_average_rank(y: Tensor, valid: Tensor) -> Tensor:
+    """Average ranks 1..n of the valid entries along the last dim (ties averaged); cells that
+    are not valid rank after every valid one and are meaningless. Shapes: [..., W] -> [..., W]."""
+    y = torch.where(valid, y, torch.full_like(y, float("inf"))).contiguous()
+    ordered, _ = torch.sort(y, dim=-1)
+    below = torch.searchsorted(ordered, y, right=False)
+    upto = torch.searchsorted(ordered, y, right=True)
+    return (below + upto + 1).to(y.dtype) / 2.0
+
+
+def _masked_pearson(x: Tensor, y: Tensor, w: Tensor) -> Tensor:
+    """Pearson correlation over the entries with weight 1 along the last dim. [..., W] -> [...]."""
+    n = w.sum(-1, keepdim=True).clamp_min(1.0)
+    xc = (x - (x * w).sum(-1, keepdim=True) / n) * w
+    yc = (y - (y * w).sum(-1, keepdim=True) / n) * w
+    n = n[..., 0]
+    cov = (xc * yc).sum(-1) / n
+    return cov / torch.sqrt(((xc * xc).sum(-1) / n + VAR_EPS) * ((yc * yc).sum(-1) / n + VAR_EPS))
+
+
+# ---------------------------------------------------------------------------------------------
+# Soft rank and soft Spearman
+
+
+def _row_chunks(n_rows: int, row_elements: int) -> range:
+    """Row starts such that a chunk holds at most SOFT_RANK_CHUNK_ELEMENTS pairs."""
+    return range(0, n_rows, max(1, SOFT_RANK_CHUNK_ELEMENTS // max(row_elements, 1)))
 
 
 class _SoftRank(torch.autograd.Function):
-    """r_i = sum_j sigmoid((x_i - x_j) / T), chunked; backward recomputes instead of storing.
+    """r_gi = sum_j w_gj sigmoid((x_gi - x_gj) / T) for each group g (a day and horizon),
+    chunked over i; backward recomputes instead of storing. w is 1 for a group's valid entries
+    and 0 elsewhere, so an entry that is not valid never moves another's rank.
 
     With s'_ij = sigmoid'((x_i - x_j) / T), which is symmetric in i and j:
-    d r_i / d x_i = sum_j s'_ij / T and d r_i / d x_k = -s'_ik / T (k != i), hence
-    grad_k = (g_k * sum_j s'_kj - sum_j s'_kj g_j) / T.
+    d r_i / d x_i = sum_j w_j s'_ij / T and d r_i / d x_k = -w_k s'_ik / T (k != i), hence
+    grad_k = (g_k * sum_j s'_kj w_j - w_k * sum_j s'_kj g_j) / T.
+    Shapes: x, w [G, W] -> [G, W].
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, temperature: float) -> Tensor:
-        ctx.save_for_backward(x)
+    def forward(ctx: Any, x: Tensor, w: Tensor, temperature: float) -> Tensor:
+        ctx.save_for_backward(x, w)
         ctx.temperature = temperature
-        n = x.shape[0]
         out = torch.empty_like(x)
-        step = _row_chunks(n).step
-        for start in _row_chunks(n):
-            rows = x[start:start + step]
-            out[start:start + step] = torch.sigmoid((rows[:, None] - x[None, :]) / temperature).sum(1)
+        chunks = _row_chunks(x.shape[1], x.shape[0] * x.shape[1])
+        for start in chunks:
+            rows = x[:, start:start + chunks.step, None]                                # [G, c, 1]
+            pairs = torch.sigmoid((rows - x[:, None, :]) / temperature)                 # [G, c, W]
+            out[:, start:start + chunks.step] = torch.matmul(pairs, w[..., None])[..., 0]
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None]:
-        (x,) = ctx.saved_tensors
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None, None]:
+        x, w = ctx.saved_tensors
         temperature = ctx.temperature
-        n = x.shape[0]
         grad = torch.empty_like(x)
-        step = _row_chunks(n).step
-        for start in _row_chunks(n):
-            s = torch.sigmoid((x[start:start + step, None] - x[None, :]) / temperature)
-            ds = s * (1.0 - s)  # [c, n]
-            grad[start:start + step] = (grad_out[start:start + step] * ds.sum(1) - ds @ grad_out) / temperature
-        return grad, None
+        chunks = _row_chunks(x.shape[1], x.shape[0] * x.shape[1])
+        both = torch.stack([w, grad_out], dim=-1)                                        # [G, W, 2]
+        for start in chunks:
+            part = slice(start, start + chunks.step)
+            s = torch.sigmoid((x[:, part, None] - x[:, None, :]) / temperature)
+            sums = torch.matmul(s * (1.0 - s), both)                                     # [G, c, 2]
+            grad[:, part] = (grad_out[:, part] * sums[..., 0] - w[:, part] * sums[..., 1]) / temperature
+        return grad, None, None
 
 
 def soft_rank(x: Tensor, temperature: float) -> Tensor:
@@ -186,7 +263,7 @@ def soft_rank(x: Tensor, temperature: float) -> Tensor:
     """
     if x.ndim != 1:
         raise ValueError(f"soft_rank: expected a 1-D tensor, got shape {tuple(x.shape)}")
-    return _SoftRank.apply(x, float(temperature))
+    return _SoftRank.apply(x[None], torch.ones_like(x)[None], float(temperature))[0]
 
 
 def average_rank(y: Tensor) -> Tensor:
@@ -231,19 +308,19 @@ def _point_losses(point: Tensor, quant: Tensor, target: Tensor, m: Tensor, cfg: 
     return (huber * mf).sum(0) / n, (pinball * mf).sum(0) / n
 
 
-def _rank_term(z_pred: Tensor, raw: Tensor, m: Tensor, day: Tensor, n_days: int, temperature: float) -> Tensor:
-    """1 - soft Spearman per horizon, averaged over days. Shapes: [S, H] -> [H]."""
-    rows_of_day = [(day == d).nonzero(as_tuple=True)[0] for d in range(n_days)]
-    per_h = []
-    # Only the (horizon, day) loop is in Python; each step is one chunked pairwise op.
-    for h in range(raw.shape[1]):
-        corrs = []
-        for rows in rows_of_day:
-            sel = rows[m[rows, h]]
-            if sel.numel() >= 2:
-                corrs.append(_pearson_1d(soft_rank(z_pred[sel, h], temperature), average_rank(raw[sel, h])))
-        per_h.append(1.0 - torch.stack(corrs).mean() if corrs else raw.new_tensor(1.0))
-    return torch.stack(per_h)
+def _rank_term(z_pred: Tensor, raw: Tensor, m: Tensor, layout: DayLayout, temperature: float) -> Tensor:
+    """1 - soft Spearman per horizon, averaged over the days with >= 2 valid rows. [S, H] -> [H].
+
+    Every (horizon, day) is one row of the grid, so the whole batch is one chunked pairwise op.
+    """
+    n_h = raw.shape[1]
+    valid = _to_grid(m, layout, False).reshape(n_h * layout.n_days, layout.width)      # [G, W]
+    w = valid.to(z_pred.dtype)
+    soft = _SoftRank.apply(_to_grid(z_pred, layout, 0.0).reshape(valid.shape), w, float(temperature))
+    ranks = _masked_average_rank(_to_grid(raw, layout, 0.0).reshape(valid.shape), valid)
+    corr = _masked_pearson(soft, ranks.to(soft.dtype), w).view(n_h, layout.n_days)      # [H, B]
+    defined = (w.sum(-1) >= 2).view(n_h, layout.n_days)
+    return _over_days((1.0 - corr).T, defined.T, 1.0)
 
 
 def compute_loss(
@@ -264,14 +341,38 @@ def compute_loss(
     ``rank_scale`` multiplies the RankIC, CS-IC and Sharpe weights (per-phase schedule).
     ``neutralize_index``: feature columns (of ``batch.seq``) whose value on each row's own day
     the target is residualised on, per date and horizon, before every term (``loss.neutralize``).
+    Reading the terms back costs one host-device sync; the trainer uses `loss_terms`, which
+    leaves them on the device.
+    """
+    total, terms = loss_terms(out, batch, loss_cfg, quantiles, rank_scale, horizon_weights, neutralize_index)
+    return total, dict(zip(TERM_NAMES + ("total",), terms.tolist()))
+
+
+def loss_terms(
+    out: Any,
+    batch: Any,
+    loss_cfg: LossConfig,
+    quantiles: tuple[float, ...],
+    rank_scale: float = 1.0,
+    horizon_weights: tuple[float, ...] | None = None,
+    neutralize_index: tuple[int, ...] = (),
+    share: "LossShare | None" = None,
+) -> tuple[Tensor, Tensor]:
+    """`compute_loss` without reading anything back to the host: (total, terms [6]) where
+    terms holds TERM_NAMES then the total, detached. Nothing in here waits for the device.
+
+    ``share`` (data-parallel training, atft_core.distributed): this process's part of a step
+    whose days are split over several processes; each term is weighted so that the parts add
+    up to the loss of the whole step (see `LossShare`).
     """
     point = out.point.float()
     quant = out.quantiles.float()
     target = batch.targets.to(device=point.device, dtype=point.dtype)
     day = batch.day.to(point.device).long()
     _check_shapes(point, quant, target, day, quantiles)
-    n_days = int(day.max()) + 1 if day.numel() else 0
-    hw = _horizon_weights(loss_cfg, horizon_weights, point.shape[1]).to(point)
+    layout = day_layout(batch, day)
+    n_days = layout.n_days
+    hw = _constant(_horizon_weights(loss_cfg, horizon_weights, point.shape[1]), point.device, point.dtype)
 
     m = torch.isfinite(target)
     raw = torch.where(m, target, torch.zeros_like(target))
@@ -280,8 +381,8 @@ def compute_loss(
         raw = _day_residualize(raw, m, exposures.to(device=point.device, dtype=point.dtype), day, n_days)
     z_pred, _ = _day_standardize(point, m, day, n_days)
     z_raw, raw_std = _day_standardize(raw, m, day, n_days)
-    target_norm = _point_target(loss_cfg.target_normalization, raw, z_raw, m, day, n_days)
-    q = torch.tensor(quantiles, dtype=point.dtype, device=point.device)
+    target_norm = _point_target(loss_cfg.target_normalization, raw, z_raw, m, layout)
+    q = _constant(tuple(quantiles), point.device, point.dtype)
     _, counts = _day_mean(raw, m, day, n_days)
     defined = counts >= 2  # [B, H]
 
@@ -289,12 +390,14 @@ def compute_loss(
     terms_h["huber"], terms_h["pinball"] = _point_losses(point, quant, target_norm, m, loss_cfg, q)
     # The pairwise soft rank is the costly term: skip its backward graph when it is weighted 0.
     with torch.set_grad_enabled(torch.is_grad_enabled() and rank_scale * loss_cfg.rankic_weight != 0):
-        terms_h["rankic"] = _rank_term(z_pred, raw, m, day, n_days, loss_cfg.soft_rank_temperature)
+        terms_h["rankic"] = _rank_term(z_pred, raw, m, layout, loss_cfg.soft_rank_temperature)
     corr, _ = _day_mean(z_pred * z_raw, m, day, n_days)  # Pearson per (day, horizon)
     terms_h["cs_ic"] = _over_days(1.0 - corr, defined, 1.0)
     gross = point.new_zeros(n_days, point.shape[1]).index_add(0, day, z_pred.abs()).clamp_min(MIN_GROSS)
     ret = point.new_zeros(n_days, point.shape[1]).index_add(0, day, z_pred * raw) / gross  # [B, H]
     terms_h["sharpe"] = _over_days(-ret / raw_std, defined, 0.0)
+    if share is not None:
+        terms_h = {name: value * share.weight(name).to(value) for name, value in terms_h.items()}
 
     terms = {name: (value * hw).sum() for name, value in terms_h.items()}
     weights = {
@@ -305,29 +408,57 @@ def compute_loss(
         "sharpe": rank_scale * loss_cfg.sharpe_weight,
     }
     total = sum(weights[name] * terms[name] for name in TERM_NAMES)
-    values = torch.stack([terms[name].detach() for name in TERM_NAMES] + [total.detach()]).tolist()  # one sync
-    return total, dict(zip(TERM_NAMES + ("total",), values))
+    return total, torch.stack([terms[name].detach() for name in TERM_NAMES] + [total.detach()])
 
 
-def _point_target(normalization: str, raw: Tensor, z_raw: Tensor, m: Tensor, day: Tensor, n_days: int) -> Tensor:
+class LossShare(NamedTuple):
+    """One process's share of a step's loss when the step's days are split over processes.
+
+    Huber and pinball are means over a horizon's valid rows, the ranking terms means over its
+    days with >= 2 valid rows; a process computes them over its own rows and days, so its term
+    is weighted by its share of the step's rows (`rows` [H]) or days (`days` [H]). The
+    weighted terms of all processes add up to the term of the whole step (a horizon that no
+    process has any of gets 1 / processes each, so its neutral value adds up unchanged).
+    """
+
+    rows: Tensor
+    days: Tensor
+
+    def weight(self, term: str) -> Tensor:
+        return self.rows if term in ("huber", "pinball") else self.days
+
+
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A small constant tensor on `device`, made once: a fresh one each step would be a
+    host-to-device copy, which waits for the device."""
+    return _cached_constant(tuple(float(v) for v in values), torch.device(device), dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    return torch.tensor(values, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def _point_target(normalization: str, raw: Tensor, z_raw: Tensor, m: Tensor, layout: DayLayout) -> Tensor:
     """The target of the point and quantile losses (see the module docstring)."""
     if normalization == "cs_zscore":
         return z_raw
     if normalization == "cs_rank":
-        return _day_rank_gauss(raw, m, day, n_days)
+        return _day_rank_gauss(raw, m, layout)
     return raw
 
 
-def _horizon_weights(cfg: LossConfig, explicit: tuple[float, ...] | None, n_h: int) -> Tensor:
+def _horizon_weights(cfg: LossConfig, explicit: tuple[float, ...] | None, n_h: int) -> tuple[float, ...]:
+    """The horizon weights, normalised to sum 1 (plain floats: checked without a tensor)."""
     weights = tuple(explicit) if explicit is not None else tuple(cfg.horizon_weights)
     if not weights:
         weights = (1.0,) * n_h
     if len(weights) != n_h:
         raise ValueError(f"compute_loss: {len(weights)} horizon weights for {n_h} horizons in the model output")
-    w = torch.tensor(weights, dtype=torch.float64)
-    if (w < 0).any() or not w.sum() > 0:
+    total = math.fsum(weights)
+    if any(w < 0 for w in weights) or not total > 0:
         raise ValueError(f"compute_loss: horizon weights must be >= 0 with a positive sum, got {list(weights)}")
-    return w / w.sum()
+    return tuple(w / total for w in weights)
 
 
 def _check_shapes(point: Tensor, quant: Tensor, target: Tensor, day: Tensor, quantiles: tuple[float, ...]) -> None:

@@ -99,7 +99,9 @@ class ATFTGATFAN(nn.Module):
         seq, window = batch.seq, batch.lookback
         if seq.dim() != 3 or seq.shape[-1] != self.n_features:
             raise ValueError(f"ATFTGATFAN: expected x/seq [stocks, steps, {self.n_features}], got {tuple(seq.shape)}")
-        if seq.shape[1] < 2 * window - 1 or (batch.n_rows and int(batch.seq_end.min()) < 2 * window - 2):
+        # A built batch guarantees the history (history_checked); reading seq_end would wait for the device.
+        if seq.shape[1] < 2 * window - 1 or (not batch.history_checked and batch.n_rows
+                                             and int(batch.seq_end.min()) < 2 * window - 2):
             raise ValueError(f"ATFTGATFAN: every row needs {2 * window - 2} steps of history before its day "
                              f"(window {window} plus FAN context); see DayBatch")
         ends = batch.seq_end - (window - 1)                                 # steps of the encoder input

@@ -37,7 +37,7 @@ import torch
 from atft_core import __version__
 from atft_core.allocator import keep_freed_memory
 from atft_core.baselines import fit_baseline
-from atft_core.batching import make_day_batch
+from atft_core.batching import DayBatcher
 from atft_core.checkpoint import load_checkpoint, save_checkpoint
 from atft_core.config import PHASE_NAMES, ConfigError, RunConfig, build_config, feature_index, parse_overrides
 from atft_core.data.errors import DataError
@@ -48,7 +48,7 @@ from atft_core.feature_weights import FeatureWeights
 from atft_core.graph import GraphCache
 from atft_core.health import HealthMonitor
 from atft_core.inference import ModelPredictor, eligible_days, evaluate, targets_for
-from atft_core.loss import compute_loss
+from atft_core.loss import loss_terms
 from atft_core.model import ATFTGATFAN, FAN_PHASE, GAT_PHASE
 from atft_core.nn.fan import FanInputs, precompute_fan
 from atft_core.predictions import write_predictions
@@ -56,13 +56,10 @@ from atft_core.plan import check_settings
 from atft_core.run_files import (MetricsWriter, RunFiles, StatusFile, describe_os_error, read_json, update_status,
                                  write_json_atomic)
 from atft_core.runs.seeds import combine_group, wait_for_run
+from atft_core.step import EpochStats, TrainingFailed, TrainStep
 from atft_core.system import peak_memory, resolve_here
 
 log = logging.getLogger("atft_core.train")
-
-
-class TrainingFailed(RuntimeError):
-    """The run cannot go on (non-finite loss, degenerate predictions when told to stop)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,11 +170,6 @@ def sample_days(days: np.ndarray, count: int, block: int) -> np.ndarray:
     return np.concatenate([days[s:s + block] for s in starts])
 
 
-def _grad_norm(parameters) -> float:
-    norms = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
-
-
 def _setup_logging(files: RunFiles) -> None:
     root = logging.getLogger("atft_core")
     root.setLevel(logging.INFO)
@@ -241,9 +233,11 @@ class Trainer:
                     status.warn(message)
             if cfg.model.use_gat:
                 self.graphs = GraphCache(self.panel.returns, self.panel.valid, self.panel.sectors, cfg.model, self.device)
+            self.step = TrainStep(cfg, self.model, self.optimizer, self.average, self.neutralize_index, self.autocast)
         # FAN's per-step inputs depend on the data only: computed once here, not every step.
         uses_fan = self.is_deep and cfg.model.fan_top_k > 0 and any(cfg.train.phase_epochs[FAN_PHASE:])
         self.fan = precompute_fan(self.panel.features, cfg.data.lookback, cfg.model.fan_top_k) if uses_fan else None
+        self._batchers: dict[tuple[bool, bool], DayBatcher] = {}
 
     # -- facts -------------------------------------------------------------------------------
     def resolved_facts(self) -> dict[str, Any]:
@@ -338,8 +332,19 @@ class Trainer:
         return (self.graphs if phase >= GAT_PHASE else None,
                 self.fan if phase >= FAN_PHASE else None)
 
+    def batcher(self, phase: int) -> DayBatcher:
+        """The training batches' builder for `phase` (made once per set of inputs)."""
+        graphs, fan = self.phase_inputs(phase)
+        key = (graphs is not None, fan is not None)
+        if key not in self._batchers:
+            self._batchers[key] = DayBatcher(self.panel, self.cfg.data.lookback, graphs, self.device, fan)
+        return self._batchers[key]
+
     # -- one epoch ---------------------------------------------------------------------------
     def train_epoch(self, phase: int, epoch_in_phase: int, metrics: MetricsWriter) -> dict[str, float]:
+        """One pass over the training days. The steps read nothing back from the device; the
+        loss is read every train.log_every_steps steps and the epoch's sums once at the end
+        (atft_core.step, where a non-finite loss is caught)."""
         cfg, model = self.cfg, self.model
         assert model is not None
         model.train()
@@ -350,53 +355,25 @@ class Trainer:
         chunks = day_blocks(self.train_days, cfg.train.days_per_step, rng)
         steps_in_phase = len(chunks) * cfg.train.phase_epochs[phase]
         self.status.set(epoch_steps_done=0, epoch_steps_planned=len(chunks))
-        graphs, fan = self.phase_inputs(phase)
-        sums: dict[str, float] = {}
-        gat_norms: list[float] = []
-        rows = 0
+        batcher = self.batcher(phase)
+        stats = EpochStats(self.device, self.progress.epoch + 1, self.progress.step)
         started = time.perf_counter()
         for i, chunk in enumerate(chunks):
             lr = cfg.train.lr * cfg.train.phase_lr_scale[phase] * _lr_factor(
                 cfg, epoch_in_phase, epoch_in_phase * len(chunks) + i, steps_in_phase)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            batch = make_day_batch(self.panel, torch.as_tensor(chunk), cfg.data.lookback, graphs, self.device, fan)
-            with self.autocast():
-                out = model(batch)
-            loss, terms = compute_loss(out, batch, cfg.loss, cfg.model.quantiles,
-                                       rank_scale=cfg.train.phase_rank_loss_scale[phase],
-                                       horizon_weights=cfg.loss.horizon_weights,
-                                       neutralize_index=self.neutralize_index)
-            if not torch.isfinite(loss):
-                raise TrainingFailed(f"non-finite loss at epoch {self.progress.epoch + 1} step {self.progress.step + 1}: "
-                                     + ", ".join(f"{k}={v}" for k, v in terms.items()))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            gat_norms.append(_grad_norm(model.gat_parameters()))
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            self.optimizer.step()
-            if self.average is not None:
-                self.average.update(model)
+            self.step(batcher(chunk), phase, lr, stats)
             self.progress.step += 1
             self.status.note(step=self.progress.step, epoch_steps_done=i + 1,
                              seconds_per_step=(time.perf_counter() - started) / (i + 1))
-            rows += int(batch.day.numel())
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + float(value)
             if self.progress.step % cfg.train.log_every_steps == 0:
                 metrics.log(epoch=self.progress.epoch + 1, step=self.progress.step, phase=phase,
-                            values={"train/loss_step": terms["total"]})
-            alpha = float(out.alpha.detach())
+                            values={"train/loss_step": stats.read_step()})
             if self.stop_requested:
                 break
+        values = stats.read_epoch()
         seconds = time.perf_counter() - started
-        n = max(1, i + 1)
-        values = {"train/loss": sums.get("total", 0.0) / n, "lr": lr, "epoch_seconds": seconds,
-                  "samples_per_second": rows / max(seconds, 1e-9),
-                  "gat/grad_norm": float(np.mean(gat_norms)) if gat_norms else 0.0,
-                  "gat/alpha": alpha}
-        values.update({f"loss/{k}": v / n for k, v in sums.items() if k != "total"})
+        values.update({"lr": lr, "epoch_seconds": seconds,
+                       "samples_per_second": values.pop("rows") / max(seconds, 1e-9)})
         if self.graphs is not None:
             values.update({f"graph/{k}": v for k, v in self.graphs.stats().items()})
         values.update(peak_memory(self.device))
@@ -407,14 +384,14 @@ class Trainer:
         cfg = self.cfg
         assert self.model is not None
         self.model.set_phase(phase)
-        losses: list[float] = []
+        losses: list[torch.Tensor] = []
 
         def add_loss(out, batch) -> None:
-            loss, _ = compute_loss(out, batch, cfg.loss, cfg.model.quantiles,
-                                   rank_scale=cfg.train.phase_rank_loss_scale[phase],
-                                   horizon_weights=cfg.loss.horizon_weights,
-                                   neutralize_index=self.neutralize_index)
-            losses.append(float(loss))
+            loss, _ = loss_terms(out, batch, cfg.loss, cfg.model.quantiles,
+                                 rank_scale=cfg.train.phase_rank_loss_scale[phase],
+                                 horizon_weights=cfg.loss.horizon_weights,
+                                 neutralize_index=self.neutralize_index)
+            losses.append(loss.detach())
 
         predictor = ModelPredictor(self.model, self.panel, cfg, *self.phase_inputs(phase), self.device,
                                    self.autocast)
@@ -422,7 +399,7 @@ class Trainer:
             pred = predictor(self.val_days, on_batch=add_loss)
             train_pred = predictor(self.train_sample) if len(self.train_sample) else None
         values = evaluate(pred, targets_for(self.panel, self.val_days), cfg.data.horizons, "val")
-        values["val/loss"] = float(np.mean(losses)) if losses else None
+        values["val/loss"] = torch.stack(losses).double().mean().item() if losses else None
         if train_pred is not None:  # the same metrics on training days: over- or under-fitting per horizon
             values.update(evaluate(train_pred, targets_for(self.panel, self.train_sample), cfg.data.horizons, "train"))
         return values

@@ -6,6 +6,7 @@
         --dataset /tmp/real.parquet --data-start 2019-01-01 --data-end 2020-12-31
     python bench/bench_train.py --quick --precision bf16
     python bench/bench_train.py --quick --repeat 3          # min / median / max of 3 runs each
+    python bench/bench_train.py --quick --repeat 3 --compare-with /tmp/before   # interleaved A/B
 
 Each setting is one `python -m atft_core.train ... --run-dir TMP` subprocess (with the
 launcher's allocator variables MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_) that trains one
@@ -17,7 +18,10 @@ a temp folder; (b) the real data in ../shared/data built with `build_dataset` in
 (or `--dataset PATH` to reuse one). For real data the table also projects one full epoch over
 `--projection-days` training days (the issue's 943 stocks x ~1650 days) from the measured rate
 and the measured stock-days per day. Load averages are printed next to each figure because the
-machine may be shared.
+machine may be shared. `--compare-with DIR` runs the trainer of another checkout (e.g. the
+code before a change: `git archive <commit> | tar -x -C DIR`) on the same datasets, alternating
+run by run with this one, and prints each setting's median ratio this / other (on a shared,
+noisy machine only interleaved runs compare fairly).
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--extra", nargs="*", default=[], help="more --section.name=value overrides for every run")
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs per setting; with more than one, min / median / max are printed too")
+    ap.add_argument("--compare-with", default="", metavar="DIR",
+                    help="another checkout whose trainer runs interleaved with this one (A/B ratio)")
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
@@ -109,8 +115,9 @@ def build_real(tmp: Path) -> Path:
 
 
 def train_once(dataset: Path, mode: str, hidden: int, args: argparse.Namespace, tmp: Path,
-               date_range: tuple[str, str]) -> dict:
-    """One trainer subprocess; returns its per-phase throughput, train days and load averages."""
+               date_range: tuple[str, str], root: Path = REPO_ROOT) -> dict:
+    """One trainer subprocess (of the checkout `root`); returns its per-phase throughput, train
+    days and load averages."""
     run_dir = tmp / f"run-{mode}-{hidden}-{int(time.time() * 1000)}"
     cmd = [sys.executable, "-m", "atft_core.train", f"--data.path={dataset}", f"--train.mode={mode}",
            f"--model.hidden_size={hidden}", "--train.phase_epochs=1,0,1,0",
@@ -122,7 +129,7 @@ def train_once(dataset: Path, mode: str, hidden: int, args: argparse.Namespace, 
     cmd += ["--run-dir", str(run_dir)]
     load_before = load()
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env={**os.environ, **MALLOC_ENV}, capture_output=True,
+    proc = subprocess.run(cmd, cwd=root, env={**os.environ, **MALLOC_ENV}, capture_output=True,
                           text=True, timeout=args.timeout)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
@@ -184,19 +191,33 @@ def report(label: str, mode: str, hidden: int, result: dict, args: argparse.Name
 
 def bench(label: str, dataset: Path, args: argparse.Namespace, tmp: Path, date_range: tuple[str, str]) -> None:
     real = label == "real"
+    other = Path(args.compare_with).resolve() if args.compare_with else None
     for hidden in args.hidden:
         rates: dict[str, dict[int, float]] = {}
         for mode in args.modes:
-            results = []
+            results, others = [], []
             for _ in range(args.repeat):
                 results.append(train_once(dataset, mode, hidden, args, tmp, date_range))
                 report(label, mode, hidden, results[-1], args, real)
+                if other is not None:
+                    others.append(train_once(dataset, mode, hidden, args, tmp, date_range, root=other))
+                    report("other", mode, hidden, others[-1], args, real)
             rates[mode] = summarize(label, mode, hidden, results, args, real)
+            if other is not None:
+                compare(label, mode, hidden, rates[mode], summarize("other", mode, hidden, others, args, real))
         if {"safe", "optimized"} <= rates.keys():
             for phase, name in PHASES.items():
                 if phase in rates["safe"] and phase in rates["optimized"]:
                     ratio = rates["optimized"][phase] / rates["safe"][phase]
                     print(f"{label:<6} optimized/safe h{hidden} {name}: {ratio:.2f}x (medians)", flush=True)
+
+
+def compare(label: str, mode: str, hidden: int, ours: dict[int, float], theirs: dict[int, float]) -> None:
+    """Median throughput of this checkout over the other's, per phase."""
+    for phase, name in PHASES.items():
+        if phase in ours and phase in theirs:
+            print(f"{label:<6} {mode:<9} h{hidden:<4} {name:<17} this / other: {ours[phase] / theirs[phase]:.2f}x "
+                  "(medians of interleaved runs)", flush=True)
 
 
 def summarize(label: str, mode: str, hidden: int, results: list[dict], args: argparse.Namespace,

@@ -59,13 +59,21 @@ def test_invalid_stocks_and_short_history_excluded():
 
 
 def test_edges_reindexed_within_days_and_never_cross():
+    """Edges between a day's rows are that day's graph re-indexed; an edge of a stock absent
+    that day joins the sink (index S) at both ends, so the edge count is the graphs' own."""
     panel = make_panel(days=20, n=9)
     cfg = ModelConfig(graph_top_k=3, graph_corr_window=6, graph_rebuild_interval=2, graph_max_sector_edges=2)
     cache = GraphCache(panel.returns, panel.valid, panel.sectors, cfg)
     days = [9, 10, 15, 17]
     batch = make_day_batch(panel, days, 3, cache, "cpu")
+    sink = batch.n_rows
     src, dst = batch.edge_index
-    assert batch.edge_index.shape[1] > 0 and batch.edge_attr.shape == (src.numel(), 2)
+    assert batch.edge_index.shape[1] == sum(cache.for_day(t)[0].shape[1] for t in days)
+    assert batch.edge_attr.shape == (src.numel(), 2)
+    to_sink = (src == sink) | (dst == sink)
+    assert to_sink.any() and torch.equal(src[to_sink], dst[to_sink]), "a sink edge touches a real row"
+    real = ~to_sink
+    src, dst, attr = src[real], dst[real], batch.edge_attr[real]
     assert torch.equal(batch.day[src], batch.day[dst]), "an edge crosses days"
     for b, t in enumerate(days):
         ei, ea = cache.for_day(t)
@@ -74,8 +82,26 @@ def test_edges_reindexed_within_days_and_never_cross():
         expected = {(int(i), int(j)): tuple(a.tolist()) for (i, j), a in zip(ei[:, keep].T, ea[keep])}
         in_day = batch.day[src] == b
         got = {(int(batch.stock[i]), int(batch.stock[j])): tuple(a.tolist())
-               for i, j, a in zip(src[in_day], dst[in_day], batch.edge_attr[in_day])}
+               for i, j, a in zip(src[in_day], dst[in_day], attr[in_day])}
         assert got == expected
+
+
+def test_sink_edges_change_no_real_row():
+    """The GAT over a batch equals the GAT over the same rows with the absent stocks' edges
+    dropped (the old contract): the sink only ever talks to itself."""
+    from atft_core.nn.gat import GraphBlock
+    panel = make_panel(days=20, n=9)
+    cfg = ModelConfig(hidden_size=8, gat_heads=2, gat_dropout=0.0, graph_top_k=3, graph_corr_window=6,
+                      graph_rebuild_interval=4, graph_max_sector_edges=2)
+    batch = make_day_batch(panel, [9, 10, 11], 3, GraphCache(panel.returns, panel.valid, panel.sectors, cfg), "cpu")
+    src, dst = batch.edge_index
+    real = (src < batch.n_rows) & (dst < batch.n_rows)
+    assert not real.all()
+    torch.manual_seed(0)
+    block = GraphBlock(cfg).eval()
+    h = torch.randn(batch.n_rows, 8)
+    torch.testing.assert_close(block(h, batch.edge_index, batch.edge_attr),
+                               block(h, batch.edge_index[:, real], batch.edge_attr[real]))
 
 
 def test_to_device_and_errors():

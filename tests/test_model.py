@@ -225,22 +225,27 @@ def test_isolated_rows_and_empty_graph():
 
 
 def test_graph_block_equals_plain_pyg_gatv2():
-    """The padded edge projection is only a faster GEMM: same output, gradients and state dict
-    keys as a stack of PyG GATv2Conv layers holding the same weights."""
+    """The padded edge projection is only a faster GEMM, and the self loops added once by the
+    block are those each PyG layer adds itself: same output, gradients and state dict keys as
+    a plain stack of PyG GATv2Conv layers (add_self_loops=True) holding the same weights."""
+    import torch.nn.functional as F
     from torch_geometric.nn import GATv2Conv
 
     from atft_core.nn.gat import GraphBlock
     cfg = dataclasses.replace(SMALL, gat_dropout=0.0, gat_layers=2)
     torch.manual_seed(0)
     block = GraphBlock(cfg)
-    plain = GraphBlock(cfg)
-    for i, conv in enumerate(block.layers):
-        plain.layers[i] = GATv2Conv(8, 4, heads=2, concat=True, edge_dim=2, dropout=0.0, add_self_loops=True)
-        plain.layers[i].load_state_dict(conv.state_dict())
-    assert list(block.state_dict()) == list(plain.state_dict())
+    plain = torch.nn.ModuleList()
+    for conv in block.layers:
+        plain.append(GATv2Conv(8, 4, heads=2, concat=True, edge_dim=2, dropout=0.0, add_self_loops=True))
+        plain[-1].load_state_dict(conv.state_dict())
+    assert [k.split(".", 1)[1] for k in block.state_dict()] == list(plain.state_dict())
     batch = make_batch(cfg, days=3, stocks=7)
     h = torch.randn(batch.n_rows, 8)
-    ours, theirs = block(h, batch.edge_index, batch.edge_attr), plain(h, batch.edge_index, batch.edge_attr)
+    theirs = h
+    for conv in plain:
+        theirs = theirs + F.elu(conv(theirs, batch.edge_index, batch.edge_attr))
+    ours = block(h, batch.edge_index, batch.edge_attr)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
     ours.square().sum().backward()
     theirs.square().sum().backward()

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATv2Conv
+from torch_geometric.utils import add_self_loops
 
 from atft_core.config import ModelConfig
 from atft_core.graph import EDGE_ATTR_DIM
@@ -38,9 +39,10 @@ class PaddedEdgeProjection(nn.Module):
 
 
 def _gatv2_layer(hidden: int, heads: int, dropout: float) -> GATv2Conv:
-    """PyG's GATv2Conv (heads concatenated back to `hidden`) with the padded edge projection."""
+    """PyG's GATv2Conv (heads concatenated back to `hidden`) with the padded edge projection.
+    Self loops are added by GraphBlock, once for all layers (see there)."""
     conv = GATv2Conv(hidden, hidden // heads, heads=heads, concat=True, edge_dim=EDGE_ATTR_DIM,
-                     dropout=dropout, add_self_loops=True)
+                     dropout=dropout, add_self_loops=False)
     conv.lin_edge = PaddedEdgeProjection(conv.lin_edge.weight)
     return conv
 
@@ -49,7 +51,14 @@ class GraphBlock(nn.Module):
     """Stacked GATv2Conv layers (heads concatenated back to hidden) with ELU and residuals.
 
     h <- h + dropout(ELU(GATv2(h))) per layer; self loops are added so isolated stocks keep
-    their own vector. Shapes: h [S, H], edge_index [2, E], edge_attr [E, 2] -> [S, H].
+    their own vector. Shapes: h [S, H], edge_index [2, E] over rows 0..S, edge_attr [E, 2] ->
+    [S, H]. Index S is the sink of DayBatch: a zero row appended here, which the edges of
+    stocks absent that day join at both ends, so they reach no real row.
+
+    Self loops as GATv2Conv(add_self_loops=True) adds them (attribute: the mean of the row's
+    incoming edges' attributes), but once for all layers and without its removal of existing
+    self loops, which selects edges by a mask and so waits for the device; the day graphs have
+    none (atft_core.graph).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -61,9 +70,12 @@ class GraphBlock(nn.Module):
         self.dropout = Dropout(cfg.gat_dropout)
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        n_rows = h.shape[0]
+        h = torch.cat([h, h.new_zeros(1, h.shape[1])])                         # + the sink
+        edge_index, edge_attr = add_self_loops(edge_index, edge_attr, fill_value="mean", num_nodes=n_rows + 1)
         for conv in self.layers:
             h = h + self.dropout(F.elu(conv(h, edge_index, edge_attr)))
-        return h
+        return h[:n_rows]
 
 
 class ResidualGate(nn.Module):
