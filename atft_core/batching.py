@@ -145,8 +145,11 @@ class DayBatcher:
         self.source = panel.features.device
         self.valid = panel.valid.cpu().numpy()                              # [D, N], host copy
 
-    def __call__(self, day_indices: Sequence[int] | Tensor | np.ndarray) -> DayBatch:
-        plan = _RowPlan.of(self.valid, _host_days(day_indices), self.lookback)
+    def __call__(self, day_indices: Sequence[int] | Tensor | np.ndarray, history_from: int | None = None) -> DayBatch:
+        """The batch of `day_indices`. `history_from`: an earlier day where the histories start
+        anyway (data-parallel training: a rank's part of a step reads the history from where the
+        whole step's starts, so the encoder sees the context it would see in one process)."""
+        plan = _RowPlan.of(self.valid, _host_days(day_indices), self.lookback, history_from)
         panel, fan = self.panel, self.fan
         edges = self.graphs is not None
         at_source = _Indices(plan, self.source, edges)
@@ -224,15 +227,16 @@ class _RowPlan:
         return int(self.counts.max()) if len(self.counts) else 0
 
     @classmethod
-    def of(cls, valid: np.ndarray, days: np.ndarray, lookback: int) -> "_RowPlan":
+    def of(cls, valid: np.ndarray, days: np.ndarray, lookback: int, history_from: int | None = None) -> "_RowPlan":
         n_days, n_stocks = valid.shape
         if days.size and (days.min() < 0 or days.max() >= n_days):
             raise IndexError(f"make_day_batch: day indices must be in 0..{n_days - 1}, got {days.tolist()}")
         ok = valid[days] & (days >= lookback - 1)[:, None]                  # [B, N]
         day, stock = np.nonzero(ok)                                         # (day, stock) order
         used, seq_row = np.unique(stock, return_inverse=True)
-        first = (int(days.min()) if days.size else 0) - 2 * (lookback - 1)
-        last = int(days.max()) if days.size else first
+        start = int(days.min()) if days.size else (history_from or 0)
+        first = (start if history_from is None else min(start, history_from)) - 2 * (lookback - 1)
+        last = int(days.max()) if days.size else first + 2 * (lookback - 1)   # an empty part: a valid shape
         counts = ok.sum(1)
         rows = np.arange(len(day))
         row_of = np.full(ok.shape, len(day), dtype=np.int64)

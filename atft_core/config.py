@@ -39,6 +39,8 @@ _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_THREADS = 1024
 """Upper bound of `runtime.num_threads`: far beyond any CPU, well below what exhausts memory
 (100,000 threads made the dataset reader fail with "malloc failed")."""
+MAX_DEVICES = 64
+"""Upper bound of `runtime.devices` (processes of one data-parallel run): eight 8-GPU hosts."""
 
 
 class ConfigError(ValueError):
@@ -232,9 +234,21 @@ class RuntimeConfig:
     seed: int = 0
     """Seed for torch, numpy and Python's random."""
     num_threads: int = 0
-    """CPU threads for torch; 0 = auto (safe 1, optimized all cores)."""
+    """CPU threads for torch, per process; 0 = auto (safe 1, optimized all cores shared out over
+    the runtime.devices processes)."""
     heartbeat_seconds: float = 5.0
     """How often the trainer refreshes status.json while running."""
+    devices: int = 1
+    """Processes that train this one run together, data-parallel (torch DistributedDataParallel;
+    atft_core/distributed.py): each takes its part of every step's days and the gradients are
+    averaged so that a step is the same step as in one process. On CUDA one GPU each (the first
+    N visible ones; backend nccl); on the CPU N processes of runtime.num_threads threads each
+    (backend gloo). Only the first process writes the run folder. 1 = one process."""
+    collective_timeout_seconds: float = 1800.0
+    """With runtime.devices > 1: the longest a process waits for the others in a collective (the
+    gradient average, the stop vote, the first process's validation result) before the run
+    fails; it must exceed one validation plus checkpoint. A process that dies is noticed within
+    seconds regardless (the first process watches the others); this bounds a hang."""
 
 
 @dataclass(frozen=True)
@@ -545,6 +559,11 @@ def _problems(cfg: RunConfig) -> list[str]:  # noqa: C901 - a flat list of rules
     need(0 <= r.num_threads <= MAX_THREADS, f"runtime.num_threads: must be between 0 (auto) and {MAX_THREADS}, "
                                             f"got {r.num_threads}")
     need(r.heartbeat_seconds > 0, "runtime.heartbeat_seconds: must be > 0")
+    need(1 <= r.devices <= MAX_DEVICES, f"runtime.devices: must be between 1 and {MAX_DEVICES}, got {r.devices}")
+    need(r.devices == 1 or ":" not in r.device,
+         f"runtime.devices={r.devices} uses cuda:0..{r.devices - 1}: give runtime.device 'cuda' (or 'auto'), "
+         f"not {r.device!r} (choose the GPUs with CUDA_VISIBLE_DEVICES)")
+    need(r.collective_timeout_seconds > 0, "runtime.collective_timeout_seconds: must be > 0")
     return p
 
 
@@ -570,7 +589,7 @@ def resolve(cfg: RunConfig, *, cuda_available: bool, cpu_count: int, cpu_bf16: b
         # bf16 autocast pays off on CUDA and on CPUs with bf16 instructions (bench_model here:
         # 1.2x per step without the GAT, 1.1x with it); safe mode stays fp32 and deterministic.
         precision = "bf16" if t.mode == "optimized" and (on_cuda or cpu_bf16) else "fp32"
-    threads = r.num_threads or (1 if t.mode == "safe" else max(1, cpu_count))
+    threads = r.num_threads or (1 if t.mode == "safe" else max(1, cpu_count // r.devices))
     days_per_step = t.days_per_step or (1 if t.mode == "safe" else 8)
     purge = d.purge_days or (max(d.horizons) + d.execution_lag)
     horizon_weights = lo.horizon_weights or tuple(1.0 for _ in d.horizons)

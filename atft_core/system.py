@@ -338,6 +338,8 @@ def _check_device(cfg: RunConfig, machine: MachineStatus) -> tuple[CheckItem, Ru
     except ConfigError as exc:
         return CheckItem("device", "fail", str(exc), setting=True), None
     device = eff.runtime.device
+    if eff.runtime.devices > 1:
+        return _check_devices(eff, machine), eff
     if device.startswith("cuda"):
         index = int(device.split(":")[1]) if ":" in device else 0
         gpu = next((g for g in machine.gpus if g.index == index), None)
@@ -356,6 +358,24 @@ def _check_device(cfg: RunConfig, machine: MachineStatus) -> tuple[CheckItem, Ru
                                        f"{eff.runtime.precision})", technical=machine.gpu_error), eff
 
 
+def _check_devices(eff: RunConfig, machine: MachineStatus) -> CheckItem:
+    """A data-parallel run (runtime.devices > 1, atft_core.distributed): every GPU it uses, or
+    its processes on the CPU (their threads are checked under 'cpu')."""
+    n, mode = eff.runtime.devices, f"{eff.train.mode} mode, {eff.runtime.precision}"
+    if not eff.runtime.device.startswith("cuda"):
+        return CheckItem("device", "pass", f"CPU: {n} processes of {eff.runtime.num_threads} thread(s) each, "
+                                           f"data-parallel (gloo; {machine.cpu_count} cores, {mode})")
+    gpus = sorted(machine.gpus, key=lambda g: g.index)[:n]
+    if len(gpus) < n:
+        return CheckItem("device", "fail", f"runtime.devices={n} needs {n} GPUs; {len(machine.gpus)} found "
+                                           f"({machine.gpu_note or 'NVML'})", setting=True)
+    names = ", ".join(f"cuda:{i} {g.name}" for i, g in enumerate(gpus))
+    busy = [f"cuda:{i} (utilisation {g.utilization}%)" for i, g in enumerate(gpus) if g.busy]
+    if busy:
+        return CheckItem("device", "warn", f"{n} GPUs, data-parallel (nccl): {names}; busy: {', '.join(busy)}")
+    return CheckItem("device", "pass", f"{n} GPUs, data-parallel (nccl): {names} ({mode})")
+
+
 def _check_memory(eff: RunConfig, ds: _Dataset, machine: MachineStatus) -> CheckItem:
     try:
         need = _panel_bytes(eff, ds)
@@ -367,9 +387,12 @@ def _check_memory(eff: RunConfig, ds: _Dataset, machine: MachineStatus) -> Check
         index = int(device.split(":")[1]) if ":" in device else 0
         gpu = next((g for g in machine.gpus if g.index == index), None)
         where, free = f"GPU {index}", (gpu.memory_free if gpu else 0)
-    else:
+    else:  # every process of a data-parallel run holds its own copy
+        need *= eff.runtime.devices
         where, free = "RAM", machine.ram_available
-    text = f"panel (with FAN inputs) needs ~{_gib(need)} in {where}, {_gib(free)} free"
+    copies = f" ({eff.runtime.devices} processes)" if eff.runtime.devices > 1 and not on_gpu else ""
+    per_gpu = " per GPU" if eff.runtime.devices > 1 and on_gpu else ""
+    text = f"panel (with FAN inputs) needs ~{_gib(need)}{copies} in {where}{per_gpu}, {_gib(free)} free"
     if need > free:
         return CheckItem("panel memory", "fail", text + ": it does not fit")
     if need > MEMORY_WARN_FRACTION * free:
@@ -433,7 +456,14 @@ def _check_duration(cfg: RunConfig, eff: RunConfig, plan: DayPlan, runs_dir: Pat
 
 
 def _check_threads(eff: RunConfig, machine: MachineStatus) -> CheckItem:
-    threads = eff.runtime.num_threads
+    threads, processes = eff.runtime.num_threads, eff.runtime.devices
+    if processes > 1:
+        threads *= processes
+        text = f"{machine.cpu_count} cores; {processes} processes x {eff.runtime.num_threads} torch thread(s)"
+        if threads > machine.cpu_count:
+            return CheckItem("cpu", "warn", text + f" = {threads} threads is more than the cores "
+                             "(runtime.devices x runtime.num_threads): they will slow each other down")
+        return CheckItem("cpu", "pass", text)
     text = f"{machine.cpu_count} cores; {threads} torch thread(s)"
     if threads > machine.cpu_count:
         return CheckItem("cpu", "warn", text + f": runtime.num_threads={threads} is more than the cores, "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -42,6 +43,8 @@ from atft_core.checkpoint import load_checkpoint, save_checkpoint
 from atft_core.config import PHASE_NAMES, ConfigError, RunConfig, build_config, feature_index, parse_overrides
 from atft_core.data.errors import DataError
 from atft_core.data.panel import Panel, load_panel
+from atft_core import distributed
+from atft_core.distributed import Group, QuietMetrics, QuietStatus, data_parallel
 from atft_core.data.splits import make_splits
 from atft_core.ema import WeightAverage, short_run_warning
 from atft_core.feature_weights import FeatureWeights
@@ -194,13 +197,18 @@ class Trainer:
     """Trains one run folder from an effective config; see the module docstring."""
 
     def __init__(self, cfg: RunConfig, files: RunFiles, requested: dict[str, Any], status: StatusFile,
-                 panel: Panel | None = None):
-        """`panel` replaces loading `cfg.data.path` (benchmarks on synthetic panels of any size)."""
+                 panel: Panel | None = None, group: Group | None = None):
+        """`panel` replaces loading `cfg.data.path` (benchmarks on synthetic panels of any size).
+        `group`: this process's place in a data-parallel run (atft_core.distributed); only its
+        rank 0 writes `files` (the others get a status and metrics that keep nothing)."""
         self.cfg = cfg
         self.files = files
         self.requested = requested
         self.status = status
-        self.device = torch.device(cfg.runtime.device)
+        self.group = group
+        self.writer = group is None or group.writer
+        self.device = group.device if group is not None else torch.device(cfg.runtime.device)
+        self._voted_stop = False
         self.autocast = _autocast_factory(cfg, self.device)
         self.stop_event = threading.Event()
         self.progress = Progress()
@@ -233,17 +241,21 @@ class Trainer:
                     status.warn(message)
             if cfg.model.use_gat:
                 self.graphs = GraphCache(self.panel.returns, self.panel.valid, self.panel.sectors, cfg.model, self.device)
-            self.step = TrainStep(cfg, self.model, self.optimizer, self.average, self.neutralize_index, self.autocast)
+            self.step = TrainStep(cfg, self.model, self.optimizer, self.average, self.neutralize_index, self.autocast,
+                                  **data_parallel(self.model, group))
         # FAN's per-step inputs depend on the data only: computed once here, not every step.
         uses_fan = self.is_deep and cfg.model.fan_top_k > 0 and any(cfg.train.phase_epochs[FAN_PHASE:])
         self.fan = precompute_fan(self.panel.features, cfg.data.lookback, cfg.model.fan_top_k) if uses_fan else None
         self._batchers: dict[tuple[bool, bool], DayBatcher] = {}
+        if group is not None:
+            group.bind(self.panel, cfg.data.lookback)
 
     # -- facts -------------------------------------------------------------------------------
     def resolved_facts(self) -> dict[str, Any]:
         n_params = self.model.count_parameters() if self.model is not None else 0
         return {
             "device": str(self.device),
+            "devices": self.group.devices if self.group is not None else [str(self.device)],
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
             "n_features": len(self.panel.feature_names),
             "feature_names": list(self.panel.feature_names),
@@ -263,7 +275,14 @@ class Trainer:
 
     @property
     def stop_requested(self) -> bool:
-        return self.stop_event.is_set()
+        """A stop was asked for (SIGTERM, Ctrl-C); in a data-parallel run, by any rank, as of
+        the last step's vote, so that every rank stops at the same step."""
+        return self._voted_stop if self.group is not None else self.stop_event.is_set()
+
+    def _vote_stop(self) -> bool:
+        if self.group is not None:
+            self._voted_stop = self.group.vote(self.stop_event.is_set())
+        return self.stop_requested
 
     @property
     def epochs_planned(self) -> int:
@@ -308,6 +327,11 @@ class Trainer:
             payload["baseline"] = self.baseline.state_dict()
         return payload
 
+    def save(self, path: Path, phase: int) -> None:
+        """Write a checkpoint (rank 0 of a data-parallel run only)."""
+        if self.writer:
+            save_checkpoint(path, self.checkpoint_payload(phase))
+
     def restore(self) -> int:
         """Load last.pt; returns the phase to continue in."""
         state = load_checkpoint(self.files.last_checkpoint, map_location=self.device)
@@ -323,7 +347,8 @@ class Trainer:
             if "rng" in state:  # dropout then draws what the uninterrupted run drew
                 _set_rng_state(state["rng"], self.device)
             self.health = HealthMonitor(self.cfg, state.get("health"))
-        _truncate_metrics(self.files.metrics, self.progress.epoch)
+        if self.writer:
+            _truncate_metrics(self.files.metrics, self.progress.epoch)
         log.info("resumed from %s at epoch %d (step %d)", self.files.last_checkpoint, self.progress.epoch, self.progress.step)
         return int(state["phase"])
 
@@ -356,19 +381,24 @@ class Trainer:
         steps_in_phase = len(chunks) * cfg.train.phase_epochs[phase]
         self.status.set(epoch_steps_done=0, epoch_steps_planned=len(chunks))
         batcher = self.batcher(phase)
-        stats = EpochStats(self.device, self.progress.epoch + 1, self.progress.step)
+        stats = EpochStats(self.device, self.progress.epoch + 1, self.progress.step,
+                           self.group.reduce if self.group is not None else None)
         started = time.perf_counter()
         for i, chunk in enumerate(chunks):
             lr = cfg.train.lr * cfg.train.phase_lr_scale[phase] * _lr_factor(
                 cfg, epoch_in_phase, epoch_in_phase * len(chunks) + i, steps_in_phase)
-            self.step(batcher(chunk), phase, lr, stats)
+            if self.group is None:
+                self.step(batcher(chunk), phase, lr, stats)
+            else:  # this rank's part of the step's days, weighted by its share of them
+                self.step(batcher(self.group.part(chunk), history_from=int(chunk[0])), phase, lr, stats,
+                          self.group.share(chunk))
             self.progress.step += 1
             self.status.note(step=self.progress.step, epoch_steps_done=i + 1,
                              seconds_per_step=(time.perf_counter() - started) / (i + 1))
             if self.progress.step % cfg.train.log_every_steps == 0:
                 metrics.log(epoch=self.progress.epoch + 1, step=self.progress.step, phase=phase,
                             values={"train/loss_step": stats.read_step()})
-            if self.stop_requested:
+            if self._vote_stop():
                 break
         values = stats.read_epoch()
         seconds = time.perf_counter() - started
@@ -411,7 +441,7 @@ class Trainer:
             return self.fit_baseline(metrics)
         cfg, p = self.cfg, self.progress
         if not self.files.last_checkpoint.exists():  # a stop in the first epoch can resume from here
-            save_checkpoint(self.files.last_checkpoint, self.checkpoint_payload(start_phase))
+            self.save(self.files.last_checkpoint, start_phase)
         for phase in range(start_phase, len(PHASE_NAMES)):
             if phase > start_phase:
                 p.bad_epochs = 0
@@ -425,7 +455,8 @@ class Trainer:
                     self._discard_partial_epoch(step_before)
                     return "stopped"
                 validation_started = time.perf_counter()
-                values.update(self.validate(phase))
+                values.update(self.validate(phase) if self.group is None
+                              else self.group.from_writer(lambda: self.validate(phase)))
                 values["val_seconds"] = time.perf_counter() - validation_started
                 p.epoch += 1
                 p.phase_epochs_done[phase] += 1
@@ -435,8 +466,8 @@ class Trainer:
                 self._check_degenerate(values.get("val/pred_std"))
                 self.check_health(p.epoch, phase, values)
                 if improved:
-                    save_checkpoint(self.files.best_checkpoint, self.checkpoint_payload(phase))
-                save_checkpoint(self.files.last_checkpoint, self.checkpoint_payload(phase))
+                    self.save(self.files.best_checkpoint, phase)
+                self.save(self.files.last_checkpoint, phase)
                 log.info("epoch %d phase %d (%s): train/loss=%.4f val/rank_ic=%s val/ic=%s alpha=%.3f %.1fs %.0f stock-days/s",
                          p.epoch, phase, PHASE_NAMES[phase], values["train/loss"], _fmt(values.get("val/rank_ic")),
                          _fmt(values.get("val/ic")), values["gat/alpha"], values["epoch_seconds"], values["samples_per_second"])
@@ -594,6 +625,7 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
                ended=None, error=None, phase_name=f"waiting for {Path(after).name}" if after else "")
     status.start()
     trainer: Trainer | None = None
+    group: Group | None = None
     # Installed first, so a stop during start-up (panel loading) is honoured too.
     stop_event = threading.Event()
     previous = _install_stop_handlers(stop_event)
@@ -607,13 +639,20 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
         cfg = resolve_here(requested)
         _configure_torch(cfg)
         _seed_everything(cfg.runtime.seed)
-        trainer = Trainer(cfg, files, requested.to_dict(), status)
+        if cfg.runtime.devices > 1:
+            group = distributed.start(cfg, files.root, resume, on_failure=functools.partial(_record_failure, status))
+            status.set(ranks=group.pids())
+        trainer = Trainer(cfg, files, requested.to_dict(), status, group=group)
         trainer.stop_event = stop_event
         start_phase = trainer.restore() if resume and files.last_checkpoint.exists() else 0
         trainer.write_config()
-        status.set(device=str(trainer.device), **trainer.plan())
+        status.set(device=group.describe() if group else str(trainer.device), **trainer.plan())
         with MetricsWriter(files.metrics) as metrics:
             state = trainer.fit(start_phase, metrics)
+            if group is not None:  # the other ranks are done: let them go before the evaluation
+                trainer.step.forward = trainer.model   # DDP goes before its process group (see train_rank)
+                group.close()
+                group = None
             if state != "stopped":
                 trainer.final_evaluation(metrics)
         status.training_stopped()
@@ -624,14 +663,48 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
         return state
     except Exception as exc:  # the run's outcome is recorded, whatever went wrong
         error = describe_os_error(exc, files.root) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        if group is not None and not isinstance(exc, TrainingFailed):  # most likely a rank died: say which
+            error = group.failure() or error
         status.training_stopped()
         status.finish(state="failed", ended=time.time(), error=error)   # first: on a full disk the log may not fit
         log.exception("run failed: %s", error)
         return "failed"
     finally:
+        if group is not None:
+            group.close(abort=True)
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         status.close()
+
+
+def _record_failure(status: StatusFile, reason: str) -> None:
+    """The watchdog's last word when a rank died and rank 0 could not end by itself."""
+    status.training_stopped()
+    status.finish(state="failed", ended=time.time(), error=reason)
+    log.error("run failed: %s", reason)
+
+
+def train_rank(cfg: RunConfig, run_dir: Path, resume: bool, store: Any, rank: int, world: int) -> str:
+    """Rank `rank` > 0 of a data-parallel run (atft_core.worker): its part of every step of
+    the effective `cfg`, from `run_dir`'s last.pt with `resume`; writes nothing. Returns the
+    state its loop ended in (the same as rank 0's)."""
+    _configure_torch(cfg)
+    _seed_everything(cfg.runtime.seed)
+    group = distributed.join(store, rank, world, cfg)
+    stop_event = threading.Event()
+    previous = _install_stop_handlers(stop_event)
+    trainer: Trainer | None = None
+    try:
+        files = RunFiles(Path(run_dir))
+        trainer = Trainer(cfg, files, cfg.to_dict(), QuietStatus(), group=group)
+        trainer.stop_event = stop_event
+        start_phase = trainer.restore() if resume and files.last_checkpoint.exists() else 0
+        return trainer.fit(start_phase, QuietMetrics())
+    finally:
+        del trainer   # DistributedDataParallel must go before its process group: its teardown can hang after
+        group.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def _install_stop_handlers(stop_event: threading.Event) -> dict[int, Any]:

@@ -28,6 +28,7 @@ BAD = [  # (field named in the error, settings as given on a command line)
     ("train.lr", "json-infinity"),
     ("data.start", ["--data.start=2016-02-30"]),
     ("runtime.num_threads", ["--runtime.num_threads=100000"]),
+    ("runtime.devices", ["--runtime.devices=0"]),
     ("data.horizons", ["--data.horizons=1,60"]),
     ("data.start", ["--data.start=2030-01-01"]),
     ("data.end", ["--data.end=2000-01-01"]),

@@ -53,6 +53,9 @@ def test_every_field_has_a_docstring():
     ({"data": {"start": "2016-02-30"}}, "data.start: 2016-02-30 is not a calendar date"),
     ({"data": {"start": "2016-06-01", "end": "2016-01-31"}}, "data.start=2016-06-01 is after data.end=2016-01-31"),
     ({"runtime": {"num_threads": 100000}}, "runtime.num_threads: must be between 0 (auto) and 1024, got 100000"),
+    ({"runtime": {"devices": 0}}, "runtime.devices: must be between 1 and 64, got 0"),
+    ({"runtime": {"devices": 2, "device": "cuda:1"}}, "runtime.devices=2 uses cuda:0..1: give runtime.device 'cuda'"),
+    ({"runtime": {"collective_timeout_seconds": 0}}, "runtime.collective_timeout_seconds: must be > 0"),
 ])
 def test_bad_values_fail_with_a_message_naming_the_field(values, message):
     with pytest.raises(ConfigError) as err:

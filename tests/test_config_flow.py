@@ -35,6 +35,7 @@ from atft_core.data.demo import make_demo
 from atft_core.data.errors import DataError
 from atft_core.data.panel import load_panel
 from atft_core.data.splits import make_splits
+from atft_core.distributed import collective_timeout
 from atft_core.graph import GraphCache
 from atft_core.inference import ModelPredictor, eligible_days
 from atft_core.model import ATFTGATFAN
@@ -397,6 +398,9 @@ PROBES: dict[str, tuple] = {
     "runtime.seed": (1, _PARAMS),
     "runtime.num_threads": (2, _threads_obs),
     "runtime.heartbeat_seconds": (0.05, _heartbeat_obs),
+    # The processes themselves are tests/test_distributed.py's: here, the threads each one gets.
+    "runtime.devices": (2, _resolved("runtime.num_threads"), {"train.mode": "optimized"}),
+    "runtime.collective_timeout_seconds": (5.0, collective_timeout),
 }
 
 

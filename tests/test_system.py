@@ -261,3 +261,25 @@ def test_measured_peak_of_an_earlier_run_with_the_same_sizes_is_checked(dataset:
     assert item(busy, "measured memory").verdict == "fail" and verdict(busy) == "fail"
     roomy = item(preflight(cfg, runs, probes(ram=lambda: (256 * GiB, 200 * GiB))), "measured memory")
     assert roomy.verdict == "pass" and "40.0 GiB" in roomy.detail
+
+
+def test_a_data_parallel_run_checks_every_device_it_uses(dataset: Path, tmp_path: Path) -> None:
+    """runtime.devices > 1: every GPU is named and checked (too few fail, a busy one warns); on the
+    CPU the processes' threads together are held against the cores, and each holds the panel."""
+    two = cfg_for(dataset, **{"runtime.devices": 2, "runtime.device": "cuda", "train.mode": "optimized"})
+    cuda = {"cuda_available": lambda: True}
+    one_gpu = preflight(two, tmp_path, probes(gpus=lambda: [gpu()], **cuda))
+    assert item(one_gpu, "device").verdict == "fail" and "needs 2 GPUs; 1 found" in item(one_gpu, "device").detail
+    both = preflight(two, tmp_path, probes(gpus=lambda: [gpu(), dataclasses.replace(gpu(), index=1)], **cuda))
+    assert item(both, "device").verdict == "pass" and "cuda:0" in item(both, "device").detail \
+        and "cuda:1" in item(both, "device").detail and "per GPU" in item(both, "panel memory").detail
+    busy = preflight(two, tmp_path, probes(gpus=lambda: [gpu(), dataclasses.replace(gpu(util=95), index=1)], **cuda))
+    assert item(busy, "device").verdict == "warn" and "busy: cuda:1" in item(busy, "device").detail
+
+    on_cpu = cfg_for(dataset, **{"runtime.devices": 2, "runtime.num_threads": 2})
+    cores = {"cpu_count": lambda: 4}
+    fits = preflight(on_cpu, tmp_path, probes(**cores))
+    assert item(fits, "cpu").verdict == "pass" and "2 processes x 2" in item(fits, "cpu").detail
+    assert "2 processes of 2 thread(s)" in item(fits, "device").detail and "(2 processes)" in item(fits, "panel memory").detail
+    over = preflight(on_cpu.replace(**{"runtime.num_threads": 3}), tmp_path, probes(**cores))
+    assert item(over, "cpu").verdict == "warn" and "= 6 threads is more than the cores" in item(over, "cpu").detail

@@ -39,5 +39,5 @@ class HorizonHeads(nn.Module):
         self.quantile = GroupedLinear(n_horizons, hidden, n_quantiles)
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.dropout(F.elu(self.hidden(z))).view(z.shape[0], 2, self.n_horizons, -1)
+        h = self.dropout(F.elu(self.hidden(z))).view(z.shape[0], 2, self.n_horizons, z.shape[1])
         return self.point(h[:, 0]).squeeze(-1), self.quantile(h[:, 1])
