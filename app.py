@@ -10,6 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from atft_core.config import RunConfig
+from atft_core.runs.queue import keep_dispatching
 from ui import sidebar, state
 
 # A local icon: a ":material/...:" page icon makes the browser fetch it from fonts.gstatic.com,
@@ -24,6 +25,8 @@ if not demo.exists():  # a fresh clone has no data: make the demo so New run wor
 
     with st.spinner(f"Creating the demo dataset {demo} (first start only)..."):
         make_demo(demo)
+
+keep_dispatching(state.runs_dir())   # queued runs go on after their dispatcher was killed
 
 # The pages live in app_pages/, not pages/: with a pages/ folder Streamlit 1.67 serves a fresh
 # server's first deep link (/run?run=...) in its legacy mode, without running this script.

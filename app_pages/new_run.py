@@ -1,9 +1,9 @@
 """New run: pick a dataset, set the config, pass the pre-flight checks, launch one run or a
-seed group (runs trained one after another, then combined into an ensemble run)."""
+seed group (queued runs, then an ensemble run of those that finished)."""
 
 import streamlit as st
 
-from atft_core.runs.launch import launch_run
+from atft_core.runs.queue import launch_run
 from atft_core.runs.seeds import MAX_SEEDS, launch_seeds
 from atft_core.system import preflight, verdict
 from ui import form, state, views
@@ -20,13 +20,14 @@ cols = st.columns([2, 2, 1])
 name = cols[0].text_input("Run name", key="run_name")
 tags = cols[1].text_input("Tags (comma-separated)", key="run_tags")
 seeds = int(cols[2].number_input("Seeds", min_value=1, max_value=MAX_SEEDS, step=1, key="run_seeds",
-                                 help="More than one: a seed group. The runs train one after another with "
-                                      "runtime.seed, seed + 1, ...; the last one combines them into an ensemble "
-                                      "run (per-date mean of z-scored predictions)."))
+                                 help="More than one: a seed group: runs with runtime.seed, seed + 1, ..., "
+                                      "queued (side by side when the queue has several slots and memory allows), "
+                                      "then an ensemble run of those that finished (per-date mean of z-scored "
+                                      "predictions)."))
 cfg = form.config_form(datasets)
 
 if cfg is not None:
-    st.subheader("Pre-flight checks" + (f" (for {seeds} runs, one at a time)" if seeds > 1 else ""))
+    st.subheader("Pre-flight checks" + (f" (for {seeds} runs: disk for all, memory for one)" if seeds > 1 else ""))
     items = preflight(cfg, state.runs_dir(), n_runs=seeds)
     views.checklist(items)
     result = verdict(items)

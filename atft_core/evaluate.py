@@ -22,6 +22,7 @@ import polars as pl
 
 from atft_core import costs, evaluation
 from atft_core.bootstrap import CONFIDENCE, SEED
+from atft_core.entry import run_cli
 
 DEFAULT_RUNS_DIR = "runs"
 ROLLING_DAYS = 20
@@ -164,7 +165,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # output piped into head: stop quietly
-        sys.exit(0)
+    run_cli(main)

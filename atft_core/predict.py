@@ -35,6 +35,7 @@ from atft_core.config import MODEL_KINDS, ConfigError, RunConfig
 from atft_core.data.errors import DataError
 from atft_core.data.panel import Panel, load_panel
 from atft_core.data.schema import CODE, DATE, SECTOR
+from atft_core.entry import run_cli
 from atft_core.graph import GraphCache
 from atft_core.inference import ModelPredictor, eligible_days, evaluate, targets_for
 from atft_core.model import ATFTGATFAN, FAN_PHASE, GAT_PHASE
@@ -287,4 +288,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import math
@@ -25,9 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RUN_STATES = ("queued", "running", "completed", "early_stopped", "stopped", "failed", "crashed")
-"""`crashed` is never written by a trainer: readers infer it (process gone, no final state)."""
+RUN_STATES = ("queued", "running", "completed", "early_stopped", "stopped", "failed", "crashed", "broken")
+"""`crashed` and `broken` are never written by a trainer: readers infer them (crashed: the process
+is gone without a final state; broken: status.json is unreadable and no process claims the run)."""
 FINAL_STATES = ("completed", "early_stopped", "stopped", "failed")
+LOCK_FILE = ".trainer.lock"
+"""Held (flock) by the one trainer of a run folder for its whole life, and by whoever is about to
+start one; the kernel releases it when the holder exits, however it exits."""
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,75 @@ class RunFiles:
     def feature_weights(self) -> Path:
         return self.root / "feature_weights.json"
 
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
+
+
+class RunFolderBusy(RuntimeError):
+    """Another process holds the run folder's lock (a trainer trains it, or is being started)."""
+
+
+class RunLock:
+    """The per-run lock: an exclusive `flock` on ``<run>/.trainer.lock``.
+
+    Taken without waiting (`acquire` raises RunFolderBusy naming the holder's pid). The launcher
+    takes it before it writes anything and hands the locked descriptor to the trainer it starts
+    (`fd`, inherited), so the lock is held without a gap from the check to the trainer's exit;
+    a trainer started by hand takes it itself. Two trainers can never share a run folder.
+    """
+
+    def __init__(self, files: RunFiles, fd: int | None = None):
+        """`fd`: an inherited descriptor that already holds the lock (checked to be this file's)."""
+        self.files = files
+        self.fd = fd
+        if fd is not None and not _same_file(fd, files.lock):
+            raise RunFolderBusy(f"descriptor {fd} does not hold {files.lock}")
+
+    def acquire(self) -> "RunLock":
+        fd = os.open(self.files.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise RunFolderBusy(f"run {self.files.root.name} is in use by process {self.holder() or '?'} "
+                                f"(it holds {self.files.lock})") from None
+        self.fd = fd
+        return self
+
+    def record_holder(self, pid: int) -> None:
+        """Write the pid of the process that keeps the lock (for the loser's message)."""
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(pid).encode(), 0)
+
+    def holder(self) -> int | None:
+        try:
+            return int(self.files.lock.read_text().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        """Close this process's descriptor (a trainer that inherited it keeps the lock)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self if self.fd is not None else self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
 
 def finite_or_none(value: Any) -> float | None:
     """JSON has no NaN/Infinity: non-finite numbers are written as null."""
@@ -121,9 +195,23 @@ def read_json(path: Path) -> dict[str, Any] | None:
     try:
         with open(path) as fh:
             value = json.load(fh)
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: invalid JSON or not UTF-8
         return None
     return value if isinstance(value, dict) else None
+
+
+def read_problem(path: Path) -> str:
+    """Why `read_json(path)` gives None: 'is missing', 'is not valid JSON (...)', 'cannot be read (...)'."""
+    try:
+        with open(path) as fh:
+            value = json.load(fh)
+    except FileNotFoundError:
+        return "is missing"
+    except json.JSONDecodeError as exc:
+        return f"is not valid JSON ({exc})"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot be read ({exc.strerror or exc})" if isinstance(exc, OSError) else f"is not text ({exc})"
+    return "" if isinstance(value, dict) else f"holds a {type(value).__name__}, not an object"
 
 
 def update_status(files: RunFiles, **fields: Any) -> dict[str, Any]:

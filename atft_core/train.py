@@ -4,13 +4,14 @@
     python -m atft_core.train --config my.json --model.hidden_size=256 --run-dir runs/big
     python -m atft_core.train --resume runs/my-run
     python -m atft_core.train --config my.json --print-config
-    python -m atft_core.train --config my.json --run-dir runs/s1 --after runs/s0 --ensemble-of s0
 
 A step takes whole trading days (``train.days_per_step`` consecutive ones), never a random mix of
 stock-days, because every ranking loss and metric is cross-sectional. Phases: 0 baseline (no
 FAN, no GAT), 1 adds FAN, 2 adds GAT, 3 fine-tunes; early stopping on validation RankIC.
 The run folder receives the effective config, status heartbeats, metrics.jsonl, checkpoints
-and, at the end, predictions of the best checkpoint on validation and test.
+and, at the end, predictions of the best checkpoint on validation and test. A trainer holds the
+run folder's lock (`atft_core.run_files.RunLock`) for its whole life: a second trainer on the same
+folder stops at once with an error and writes nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +48,7 @@ from atft_core import distributed
 from atft_core.distributed import Group, QuietMetrics, QuietStatus, data_parallel
 from atft_core.data.splits import make_splits
 from atft_core.ema import WeightAverage, short_run_warning
+from atft_core.entry import run_cli
 from atft_core.feature_weights import FeatureWeights
 from atft_core.graph import GraphCache
 from atft_core.health import HealthMonitor
@@ -56,9 +58,8 @@ from atft_core.model import ATFTGATFAN, FAN_PHASE, GAT_PHASE
 from atft_core.nn.fan import FanInputs, precompute_fan
 from atft_core.predictions import write_predictions
 from atft_core.plan import check_settings
-from atft_core.run_files import (MetricsWriter, RunFiles, StatusFile, describe_os_error, read_json, update_status,
-                                 write_json_atomic)
-from atft_core.runs.seeds import combine_group, wait_for_run
+from atft_core.run_files import (MetricsWriter, RunFiles, RunFolderBusy, RunLock, StatusFile, describe_os_error,
+                                 read_json, update_status, write_json_atomic)
 from atft_core.step import EpochStats, TrainingFailed, TrainStep
 from atft_core.system import peak_memory, resolve_here
 
@@ -604,25 +605,32 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 # Entry point
 
 
-def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False, after: str | Path | None = None,
-                 ensemble_of: Sequence[str] = ()) -> str:
+def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False, lock_fd: int | None = None) -> str:
     """Train `requested` into `run_dir`; returns the final state. Never raises for a failed run:
     the failure is recorded in status.json (state 'failed', with the error) and returned.
 
-    `after`: the folder of a run to wait for first (state 'queued' meanwhile; a seed group trains
-    one run at a time). `ensemble_of`: ids of earlier runs in the same runs folder; when this
-    run has finished, it and those of them that finished are combined into an ensemble run.
+    The run folder's lock is taken first (or `lock_fd`, an inherited descriptor that holds it, is
+    kept): RunFolderBusy, with nothing written, when another trainer holds it.
     """
     files = RunFiles(Path(run_dir))
     files.root.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(files, lock_fd) if lock_fd is not None else RunLock(files).acquire()
+    try:
+        lock.record_holder(os.getpid())
+        return _train_locked(requested, files, resume)
+    finally:
+        lock.release()
+
+
+def _train_locked(requested: RunConfig, files: RunFiles, resume: bool) -> str:
     files.checkpoints.mkdir(exist_ok=True)
     _setup_logging(files)
     status = StatusFile(files, requested.runtime.heartbeat_seconds)
     now = time.time()
     # A resumed run keeps its first start: its elapsed time and duration span every launch.
     started = (status.get("started") if resume else None) or now
-    status.set(state="queued" if after else "running", pid=os.getpid(), started=started, launch_started=now,
-               ended=None, error=None, phase_name=f"waiting for {Path(after).name}" if after else "")
+    status.set(state="running", pid=os.getpid(), started=started, launch_started=now, ended=None, error=None,
+               phase_name="")
     status.start()
     trainer: Trainer | None = None
     group: Group | None = None
@@ -630,11 +638,6 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
     stop_event = threading.Event()
     previous = _install_stop_handlers(stop_event)
     try:
-        if after is not None:
-            if not wait_for_run(Path(after), stop_event, requested.runtime.heartbeat_seconds):
-                status.finish(state="stopped", ended=time.time(), error=f"stopped while waiting for {Path(after).name}")
-                return "stopped"
-            status.set(state="running", started=time.time(), launch_started=time.time(), phase_name="")
         status.training_started()
         cfg = resolve_here(requested)
         _configure_torch(cfg)
@@ -658,8 +661,6 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
         status.training_stopped()
         status.finish(state=state, ended=time.time(), epoch=trainer.progress.epoch)
         log.info("run %s", state)
-        if ensemble_of and state in ("completed", "early_stopped"):
-            combine_group(files, ensemble_of, status)
         return state
     except Exception as exc:  # the run's outcome is recorded, whatever went wrong
         error = describe_os_error(exc, files.root) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
@@ -734,9 +735,7 @@ def _parser() -> argparse.ArgumentParser:
                    "with the settings it was started with")
     p.add_argument("--print-config", action="store_true", help="print the effective config (resolved for this "
                    "machine) and exit")
-    p.add_argument("--after", metavar="RUN_DIR", help="seed groups: wait, queued, until the run in RUN_DIR has ended")
-    p.add_argument("--ensemble-of", default="", metavar="ID,ID,...", help="seed groups: once finished, combine this "
-                   "run and those of the listed runs that finished into an ensemble run")
+    p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)   # the launcher's: a descriptor holding the run lock
     return p
 
 
@@ -766,17 +765,21 @@ def main(argv: list[str] | None = None) -> int:
             check_settings(cfg)   # what the dataset refutes fails here, before the run folder is touched
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if run_dir is not None and not args.resume:
+        if run_dir is not None and not args.resume and args.lock_fd is not None:
             _record_refusal(RunFiles(run_dir), exc)
         return 2
-    state = run_training(cfg, run_dir, resume=bool(args.resume), after=args.after,
-                         ensemble_of=[i for i in args.ensemble_of.split(",") if i])
+    try:
+        state = run_training(cfg, run_dir, resume=bool(args.resume), lock_fd=args.lock_fd)
+    except RunFolderBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0 if state in ("completed", "early_stopped", "stopped") else 1
 
 
 def _record_refusal(files: RunFiles, exc: Exception) -> None:
-    """A folder the launcher made for this trainer (status 'queued') records why it was refused, so
-    the run shows as failed with the reason instead of as a trainer that vanished."""
+    """A folder the launcher made for this trainer (status 'queued'; the trainer holds its lock)
+    records why it was refused, so the run shows as failed with the reason instead of as a
+    trainer that vanished."""
     if (read_json(files.status) or {}).get("state") == "queued":
         update_status(files, state="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}")
 
@@ -791,4 +794,4 @@ def _requested_config(run_dir: Path) -> RunConfig:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -19,10 +19,10 @@ purge >= longest horizon + execution lag (config resolution) plus the default em
 Rows: every baseline kind; the default config with --seeds seeds, plus their ensemble (the
 per-date mean of the seeds' z-scored predictions: a row without training of its own); one-seed
 ablations (GAT off, FAN off, fixed gate, large hidden size, RankIC / CS-IC loss weights, a single
-phase); then the default model and every baseline again with data.execution_lag=1. Each row is one
-`python -m atft_core.train` subprocess (with the launcher's allocator settings) into
-`<runs-dir>/<row>`, --jobs of them at a time; a row whose run completed with the same requested
-config and dataset is reused, a stopped one resumed. The numbers go to `<out>/quality/results.json`, the page to
+phase); then the default model and every baseline again with data.execution_lag=1. Each row is a
+run `<runs-dir>/<row>` queued in the library's job queue (`atft_core.runs.queue`, --jobs slots);
+a row whose run completed with the same requested config and dataset is reused, a stopped or
+crashed one resumed. The numbers go to `<out>/quality/results.json`, the page to
 `<out>/quality.md`, the plots to `<out>/quality/*.png` (analysis in quality_report.py).
 """
 
@@ -36,12 +36,11 @@ import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -51,7 +50,7 @@ sys.path[:0] = [str(REPO_ROOT), str(Path(__file__).resolve().parent)]  # atft_co
 
 import quality_report as report  # noqa: E402
 from machine import cpu_model  # noqa: E402
-from atft_core import bootstrap, costs, evaluation, metrics  # noqa: E402
+from atft_core import bootstrap, costs, evaluation, metrics, runs  # noqa: E402
 from atft_core.config import MODEL_KINDS, LossConfig, RunConfig  # noqa: E402
 from atft_core.data.build import BuildParams, build_dataset, fingerprint  # noqa: E402
 from atft_core.data.demo import make_demo  # noqa: E402
@@ -59,8 +58,10 @@ from atft_core.data.schema import read_metadata  # noqa: E402
 from atft_core.data.validate import validate_dataset  # noqa: E402
 from atft_core.evaluation import horizons_in, load_predictions, to_arrays  # noqa: E402
 from atft_core.run_files import RunFiles, read_json  # noqa: E402
+from atft_core.runs import queue  # noqa: E402
 from atft_core.runs.ensemble import combine_predictions  # noqa: E402
-from atft_core.runs.launch import TRAINER_ENV  # noqa: E402
+from atft_core.runs.launch import stop_run  # noqa: E402
+from atft_core.system import machine_status  # noqa: E402
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 RAW_FILES = {"quotes": "jquants_daily_quotes_2016_2024.parquet", "listed_info": "jquants_listed_info.csv",
@@ -109,7 +110,7 @@ class Profile:
     """Extra dotted values of the deep-model rows (tiny model settings for the smoke profile)."""
     knobs: Knobs
     poll_seconds: float
-    """How often the trainer's status is checked for progress lines."""
+    """How often the rows' states are checked for progress lines."""
     rows: tuple[str, ...] = ()
     """Default rows to train (empty = all)."""
     jobs: int = 1
@@ -308,121 +309,74 @@ def deep_train_start(dataset: Path, s: Settings, profile: Profile) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training one row
+# Training the rows (through the library's job queue)
 
 
-def _alive(pid: int | None) -> bool:
-    """Whether a process with this id exists (a 'running' status of a dead trainer is a crash)."""
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def run_state(run_dir: Path, cfg: RunConfig, dataset_fp: str) -> str:
+def row_state(run_dir: Path, cfg: RunConfig, dataset_fp: str) -> str:
     """'done' (reuse), 'resume' (same config, stopped or crashed with a checkpoint) or 'fresh'."""
+    if not run_dir.is_dir():
+        return "fresh"
+    summary = runs.run_state(run_dir.parent, run_dir.name)
+    if summary.live:
+        raise SystemExit(f"{run_dir} is {summary.status} right now; wait for it or stop it "
+                         f"(python -m atft_core.runs --runs-dir {run_dir.parent} stop {run_dir.name})")
     files = RunFiles(run_dir)
     saved = read_json(files.config) or {}
     same = (saved.get("requested") == cfg.to_dict()
             and saved.get("resolved", {}).get("dataset_fingerprint") == dataset_fp)
-    status = read_json(files.status) or {}
-    state = status.get("state")
-    if state == "running" and _alive(status.get("pid")):
-        raise SystemExit(f"{run_dir} is being trained right now by pid {status['pid']}; wait for it or stop it")
-    if same and state in FINAL_STATES_OK and files.predictions.is_file():
+    if same and summary.status in FINAL_STATES_OK and files.predictions.is_file():
         return "done"
-    if same and state in ("stopped", "running") and files.last_checkpoint.is_file():
+    if same and summary.status in ("stopped", "crashed") and files.last_checkpoint.is_file():
         return "resume"
     return "fresh"
 
 
-def _command(run_dir: Path, cfg: RunConfig, resume: bool) -> list[str]:
-    if resume:
-        return [sys.executable, "-m", "atft_core.train", "--resume", str(run_dir)]
-    request = run_dir / "request.json"
-    request.write_text(cfg.to_json())
-    return [sys.executable, "-m", "atft_core.train", "--config", str(request), "--run-dir", str(run_dir)]
+def quality_slots(s: Settings) -> queue.Slots:
+    """--jobs slots: on GPUs (--device cuda) shared out over the GPUs there are, else CPU slots;
+    each with --threads threads (0: the cores shared between the slots)."""
+    if s.device.startswith("cuda"):
+        gpus = tuple(g.index for g in machine_status(paths=()).gpus) or (0,)
+        return queue.Slots(gpus=gpus, per_gpu=max(1, -(-s.jobs // len(gpus))), threads=s.threads or 0)
+    return queue.Slots(cpu=s.jobs, threads=s.threads or 0)
 
 
-def _progress(files: RunFiles, seen: tuple) -> tuple[tuple, str | None]:
-    """(new key, a progress line or None) from status.json."""
-    status = read_json(files.status) or {}
-    key = (status.get("epoch"), status.get("phase"))
-    if key == seen or status.get("epoch") is None:
-        return seen, None
-    best = status.get("best_rank_ic")
-    best_text = "n/a" if best is None else f"{best:.4f}"
-    return key, (f"epoch {status.get('epoch')}/{status.get('epochs_planned', '?')} phase {status.get('phase', '-')}"
-                 f", best val RankIC {best_text}")
-
-
-@dataclass
-class Training:
-    """One row's trainer subprocess, started and not yet waited for."""
-
-    row: Row
-    run_dir: Path
-    proc: subprocess.Popen
-    log: IO[str]
-    seen: tuple = ()
-
-
-def start_row(row: Row, cfg: RunConfig, run_dir: Path, resume: bool, s: Settings) -> Training:
-    """Start one row's `python -m atft_core.train` subprocess (output to its trainer.out)."""
-    if not resume and run_dir.exists():
+def submit_row(row: Row, cfg: RunConfig, state: str, s: Settings) -> None:
+    """Queue one row's run in `<runs-dir>/<row>` (a fresh one replaces what was there)."""
+    run_dir = s.runs_dir / row.name
+    if state == "resume":
+        queue.resume_run(s.runs_dir, row.name)
+        return
+    if run_dir.exists():
         shutil.rmtree(run_dir)  # a different config or a failed run: start clean
-    run_dir.mkdir(parents=True, exist_ok=True)
+    queue.launch_run(cfg, s.runs_dir, name=row.label, tags=("quality",), force=True, run_id=row.name)
     (run_dir / COMMAND_FILE).write_text(s.command)
-    env = {**os.environ, **TRAINER_ENV}
-    log = open(run_dir / "trainer.out", "a")
-    proc = subprocess.Popen(_command(run_dir, cfg, resume), cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
-    return Training(row, run_dir, proc, log)
 
 
-def finish_row(t: Training, clock: Clock, tag: str) -> str:
-    """Close a finished trainer's log, print its outcome and times; returns its final state."""
-    t.log.close()
-    status = read_json(RunFiles(t.run_dir).status) or {}
-    if status.get("error"):
-        clock.say(f"  {t.row.name}: {status.get('state')}: {status['error']}")
-    final = status.get("state") or "failed"
-    train, run = run_times(t.run_dir)
-    clock.say(f"{tag} {t.row.name}: {final}, training loop {train:.0f} s, run {run or 0:.0f} s")
-    return final
+def follow_rows(names: list[str], s: Settings, clock: Clock) -> None:
+    """Wait for the queued rows, printing a line whenever one's state, epoch or phase changes.
 
-
-def run_pool(jobs: list[tuple[Row, RunConfig, Path, bool]], s: Settings, clock: Clock) -> None:
-    """Train the rows, at most `s.jobs` at a time, printing a line whenever one's epoch or phase changes.
-
-    Ctrl-C stops every running trainer (each saves last.pt; the next invocation resumes it).
+    Ctrl-C stops every row (a training one saves last.pt; the next invocation resumes it).
     """
-    pending, active, done = list(jobs), [], 0
+    ended: list[str] = []
+
+    def on_change(r: runs.RunSummary) -> None:
+        if r.status == "queued":
+            clock.say(f"  {r.id}: queued ({r.phase_name or 'waiting'})")
+        elif r.live and r.epoch:
+            best = "n/a" if r.best_rank_ic is None else f"{r.best_rank_ic:.4f}"
+            clock.say(f"  {r.id}: epoch {r.epoch}/{r.epochs_planned or '?'} phase {r.phase}, best val RankIC {best}")
+        elif not r.live:
+            ended.append(r.id)
+            if r.reason:
+                clock.say(f"  {r.id}: {r.status}: {r.reason}")
+            train, run = run_times(s.runs_dir / r.id)
+            clock.say(f"[{len(ended)}/{len(names)}] {r.id}: {r.status}, training loop {train:.0f} s, run {run or 0:.0f} s")
+
     try:
-        while pending or active:
-            while pending and len(active) < s.jobs:
-                row, cfg, run_dir, resume = pending.pop(0)
-                clock.say(f"{row.name}: {'resuming' if resume else 'training'} ({row.label})")
-                active.append(start_row(row, cfg, run_dir, resume, s))
-            time.sleep(s.poll_seconds)
-            for t in list(active):
-                if t.proc.poll() is None:
-                    t.seen, line = _progress(RunFiles(t.run_dir), t.seen)
-                    if line:
-                        clock.say(f"  {t.row.name}: {line}")
-                    continue
-                active.remove(t)
-                done += 1
-                finish_row(t, clock, f"[{done}/{len(jobs)}]")
+        queue.wait_for_runs(s.runs_dir, names, on_change=on_change, poll_seconds=s.poll_seconds)
     except KeyboardInterrupt:
-        for t in active:
-            t.proc.terminate()
-        for t in active:
-            t.proc.wait()
+        for name in names:
+            stop_run(s.runs_dir, name)
         raise
 
 
@@ -811,17 +765,20 @@ def prepare_dataset(s: Settings, args: argparse.Namespace, clock: Clock) -> Path
 def train_rows(rows: list[Row], s: Settings, profile: Profile, deep_start: str, clock: Clock) -> list[str]:
     """Train (or reuse / resume) each row; returns the names reused from earlier invocations."""
     fp = read_metadata(s.dataset).get("fingerprint", "")
-    reused, jobs = [], []
+    s.runs_dir.mkdir(parents=True, exist_ok=True)
+    queue.set_slots(s.runs_dir, quality_slots(s))
+    reused, queued = [], []
     for row in rows:
         cfg = row_config(row, s, profile, deep_start)
-        run_dir = s.runs_dir / row.name
-        state = run_state(run_dir, cfg, fp)
+        state = row_state(s.runs_dir / row.name, cfg, fp)
         if state == "done":
             reused.append(row.name)
             clock.say(f"{row.name}: reusing the finished run")
-        else:
-            jobs.append((row, cfg, run_dir, state == "resume"))
-    run_pool(jobs, s, clock)
+            continue
+        clock.say(f"{row.name}: {'resuming' if state == 'resume' else 'training'} ({row.label})")
+        submit_row(row, cfg, state, s)
+        queued.append(row.name)
+    follow_rows(queued, s, clock)
     return reused
 
 

@@ -99,7 +99,7 @@ def make_demo_data(data: Path) -> Path:
 def launch_tiny(dataset: Path, runs: Path, name: str, hidden: int) -> str:
     """Start a tiny run through the launcher (as the New run page does); returns its id."""
     from atft_core.config import RunConfig
-    from atft_core.runs.launch import launch_run
+    from atft_core.runs.queue import launch_run
 
     values = {**TINY, "data": {**TINY["data"], "path": str(dataset)}, "model": {**TINY["model"], "hidden_size": hidden}}
     return launch_run(RunConfig.from_dict(values), runs, name=name, tags=("demo",), force=True)

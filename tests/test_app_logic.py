@@ -87,7 +87,8 @@ def test_run_labels_actions_and_queued_note():
     assert logic.run_actions("running", True) == logic.run_actions("queued", False) == ("stop",)
     assert logic.run_actions("completed", True) == logic.run_actions("crashed", False) == ()
     assert logic.run_actions("stopped", True) == ("resume",) and logic.run_actions("stopped", True, trains=False) == ()
-    assert "seed group" in logic.queued_note("waiting for 2024-a") and "seed group" not in logic.queued_note("gat")
+    assert logic.queued_note("waiting for a slot (1 of 1 busy)") == "Queued: waiting for a slot (1 of 1 busy)."
+    assert "the trainer is starting" in logic.queued_note("")
     assert logic.tag_changes(["a", "b"], " b, c,, c") == (["c"], ["a"])
 
 

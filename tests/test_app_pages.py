@@ -199,12 +199,12 @@ def test_launch_tiny_demo_run_and_follow_it_to_the_end(dirs):
 
 
 def test_seed_group_launches_from_new_run(dirs):
-    from atft_core.runs import launch
+    from atft_core.runs import launch, run_state
 
     _, runs = dirs
     at = set_fields(app(), {**TINY, "train.phase_epochs": "20, 20, 0, 0"})   # seed 0 outlasts the checks
     at.number_input(key="run_seeds").set_value(2).run()
-    assert any("for 2 runs, one at a time" in h for h in texts(at, "subheader"))
+    assert any("for 2 runs: disk for all, memory for one" in h for h in texts(at, "subheader"))
     if [c for c in at.checkbox if c.key == "confirm_warnings"]:
         next(c for c in at.checkbox if c.key == "confirm_warnings").check().run()
     launch_button(at).click().run()
@@ -214,13 +214,15 @@ def test_seed_group_launches_from_new_run(dirs):
         assert len(run_ids) == 2 and texts(at, "title") == ["Run"], texts(at, "error")
         infos = [read_json(RunFiles(runs / i).run_info) for i in run_ids]
         assert infos[0]["group"] == infos[1]["group"] and [i["requested"]["runtime"]["seed"] for i in infos] == [0, 1]
-        log = RunFiles(runs / run_ids[1]).log
+        # One slot (this machine's default): the second seed waits, and the Run page and the
+        # sidebar say why.
         deadline = time.time() + TIMEOUT
-        while not (log.exists() and "waiting for run" in log.read_text()) and time.time() < deadline:
+        while not run_state(runs, run_ids[1]).phase_name.startswith("waiting for a slot") and time.time() < deadline:
             time.sleep(0.2)
         at.query_params["run"] = run_ids[1]
         at.run()
-        assert any(f"waiting for {run_ids[0]}" in i for i in texts(at, "info")), texts(at, "info")
+        assert any(i.startswith("Queued: waiting for a slot (1 of 1 busy)") for i in texts(at, "info")), texts(at, "info")
+        assert "waiting for a slot (1 of 1 busy)" in texts(at, "caption")
     finally:
         for run_id in run_ids:
             launch.stop_run(runs, run_id, grace_seconds=30)

@@ -14,7 +14,7 @@ from atft_core import metrics, runs
 from atft_core.config import RunConfig
 from atft_core.evaluation import daily_rank_ic_frame, load_predictions, paired_comparison
 from atft_core.run_files import RunFiles, read_json, update_status
-from atft_core.runs import cli, launch
+from atft_core.runs import cli, launch, queue
 from atft_core.runs.ensemble import ENSEMBLE_KIND, EnsembleError, build_ensemble, combine_predictions, split_arrays
 from atft_core.train import run_training
 
@@ -95,7 +95,7 @@ def test_seed_ensemble_is_a_run_the_app_reads_like_any_other(members):
 
         assert not files.checkpoints.exists()
         with pytest.raises(runs.RunError, match="no checkpoints/last.pt"):
-            launch.resume_run(members, run_id)
+            queue.resume_run(members, run_id)
         with pytest.raises(EnsembleError, match="itself an ensemble"):
             build_ensemble(members, [run_id, "seed-0"])
     finally:

@@ -23,6 +23,7 @@ import pytest
 
 from atft_core import runs
 from atft_core.run_files import MetricsWriter, RunFiles, update_status, write_json_atomic
+from atft_core.runs import launch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -263,6 +264,46 @@ def test_cli_metrics_csv_json_and_table(tmp_path: Path) -> None:
     assert "completed" in table and "0.2000@2" in table
     bad = subprocess.run(cli + ["metrics", "nope"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no run" in bad.stderr
+
+
+def test_a_run_whose_state_files_are_unreadable_is_broken_and_can_be_deleted(tmp_path: Path) -> None:
+    files = make_run(tmp_path, "r1", state="running")
+    files.status.write_text('{"state": "runn')
+    files.run_info.write_bytes(b"\xff\xfe not text")
+    summary = runs.run_state(tmp_path, "r1")
+    assert summary.status == "broken" and not summary.live
+    assert summary.reason.startswith("status.json is not valid JSON (") and "; run.json is not " in summary.reason
+    assert [(r.id, r.status) for r in runs.list_runs(tmp_path)] == [("r1", "broken")]
+    launch.delete_run(tmp_path, "r1")
+    assert not files.root.exists()
+
+
+def test_an_unreadable_status_with_a_live_trainer_is_not_broken(tmp_path: Path) -> None:
+    proc = sleeper()
+    try:
+        files = make_run(tmp_path, "r1", state="running", pid=proc.pid, start_time=psutil.Process(proc.pid).create_time())
+        files.status.write_text("")
+        assert runs.run_state(tmp_path, "r1").status != "broken"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("command", [["atft_core.runs", "--runs-dir", "{runs}", "list"], ["atft_core.system"],
+                                     ["atft_core.train", "--print-config"], ["atft_core.data", "check", "{data}"],
+                                     ["atft_core.predict", "--help"], ["atft_core.evaluate", "--help"]])
+def test_a_command_whose_output_reader_is_gone_ends_quietly(command: list[str], tmp_path: Path, demo_dataset: Path) -> None:
+    """`python -m atft_core.X ... | head`: head exits first; no BrokenPipeError traceback."""
+    make_run(tmp_path, "r1")
+    args = [a.format(runs=tmp_path, data=demo_dataset) for a in command]
+    read, write = os.pipe()
+    os.close(read)   # the reader has gone before the first line is written
+    try:
+        out = subprocess.run([sys.executable, "-m", *args], cwd=REPO, stdout=write, stderr=subprocess.PIPE, text=True,
+                             timeout=120)
+    finally:
+        os.close(write)
+    assert (out.returncode, out.stderr) == (0, "")
 
 
 def test_query_survives_a_run_deleted_meanwhile(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from atft_core.config import RunConfig
 from atft_core.paths import (UnsafePathError, check_run_id, check_tag, clean_text, data_file, resolve_within, run_path,
                              slugify)
 from atft_core.run_files import RunFiles, update_status, write_json_atomic
-from atft_core.runs import launch
+from atft_core.runs import launch, queue
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def test_data_file_names_stay_in_the_data_folder(tmp_path: Path, bad: str) -> No
 def test_launch_refuses_dataset_outside_data_roots(tmp_path: Path) -> None:
     cfg = RunConfig.from_dict({"data": {"path": "/etc/passwd"}})
     with pytest.raises(UnsafePathError):
-        launch.launch_run(cfg, tmp_path / "runs", data_roots=[tmp_path / "data"])
+        queue.launch_run(cfg, tmp_path / "runs", data_roots=[tmp_path / "data"])
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 

@@ -232,10 +232,10 @@ def run_actions(status: str, has_last_checkpoint: bool, trains: bool = True) -> 
 
 
 def queued_note(phase_name: str) -> str:
-    """What a queued run is waiting for: the run before it in a seed group, or the trainer's
-    start (after a launch or a resume: the data is loading)."""
-    if phase_name.startswith("waiting for"):
-        return f"Queued, {phase_name}: a seed group trains one run at a time."
+    """What a queued run is waiting for: the job queue's reason (a slot, memory, the runs before
+    it), or, once the queue has started its trainer, the trainer's start (the data is loading)."""
+    if phase_name:
+        return f"Queued: {phase_name}."
     return "Queued: the trainer is starting (loading the data); training begins in a moment."
 
 

@@ -20,7 +20,7 @@ from atft_core.config import PHASE_NAMES
 from atft_core.feature_weights import read_feature_weights
 from atft_core.paths import UnsafePathError, check_run_id
 from atft_core.run_files import RunFiles, read_json
-from atft_core.runs import ENSEMBLE_KIND, launch
+from atft_core.runs import ENSEMBLE_KIND, launch, queue
 
 from . import charts
 from .logic import (chart_rules, eta_seconds, format_seconds, queued_note, requested_vs_effective, run_actions,
@@ -145,7 +145,7 @@ def _act(runs_dir: str, run_id: str, action: str) -> None:
         if action == "stop":
             launch.stop_run(runs_dir, run_id)
         else:
-            launch.resume_run(runs_dir, run_id)
+            queue.resume_run(runs_dir, run_id)
     except runs.RunError as exc:
         st.session_state[ACTION_NOTE] = str(exc)
 

@@ -12,10 +12,18 @@ REFRESH_SECONDS = 2
 
 @st.fragment(run_every=REFRESH_SECONDS)
 def running_runs() -> None:
-    """Refreshes itself; one line and a link per live run."""
+    """Refreshes itself; one line and a link per live run: the running ones, then the queued ones
+    with why they wait."""
     active = live.running_runs(state.runs_dir())
-    st.caption(f"Running now: {len(active)}")
-    for run in active:
+    running = [r for r in active if r.status == "running"]
+    queued = [r for r in active if r.status == "queued"]
+    st.caption(f"Running now: {len(running)}" + (f" · queued: {len(queued)}" if queued else ""))
+    for run in running:
         epochs = f"epoch {run.epoch or 0}/{run.epochs_planned or '?'}"
-        label = f"{run.name or run.id} · {run.status} · {epochs} · {format_seconds(run.duration)}"
+        label = f"{run.name or run.id} · {epochs} · {format_seconds(run.duration)}"
         st.page_link(state.RUN_PAGE, label=label, query_params={"run": run.id})
+    for run in reversed(queued):   # in submission order
+        st.page_link(state.RUN_PAGE, label=f"{run.name or run.id} · queued", query_params={"run": run.id},
+                     help=run.phase_name or None)
+        if run.phase_name:
+            st.caption(run.phase_name)

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from atft_core.entry import run_cli
+
 from .build import BuildParams, build_dataset, parse_horizons
 from .demo import make_demo
 from .errors import DataError
@@ -113,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

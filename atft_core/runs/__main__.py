@@ -1,7 +1,6 @@
 """`python -m atft_core.runs ...`: see `atft_core.runs.cli`."""
 
-import sys
-
+from atft_core.entry import run_cli
 from atft_core.runs.cli import main
 
-sys.exit(main())
+run_cli(main)

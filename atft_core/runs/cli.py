@@ -1,11 +1,14 @@
 """`python -m atft_core.runs`: list, show, launch, stop, resume, delete, rename, tag, note runs; their
-metrics, log and checkpoints; ensembles of finished runs. Errors are one line and exit status 2.
+metrics, log and checkpoints; ensembles of finished runs; the job queue (`queue`: jobs with their
+reasons, slots, the dispatcher). Errors are one line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -13,11 +16,15 @@ from pathlib import Path
 
 from atft_core.config import ConfigError, RunConfig, load_config_file, merge_overrides, parse_overrides
 from atft_core.paths import UnsafePathError
-from atft_core.runs import launch
-from atft_core.runs.ensemble import build_ensemble
+from atft_core.runs import launch, queue
+from atft_core.runs.jobs import Job, dispatcher_info, ended_jobs, list_jobs
 from atft_core.runs.seeds import launch_seeds
 from atft_core.runs.store import (DEFAULT_RUNS_DIR, RunError, RunSummary, list_checkpoints, list_runs, log_tail,
-                                  query_metrics, run_state)
+                                  process_alive, query_metrics, run_state)
+from atft_core.system import GiB
+
+ENDED_JOBS_SHOWN = 10
+"""`queue` lists the live jobs and this many of the most recently submitted ended ones (--all: every one)."""
 
 
 def launch_from_cli(runs_dir: Path | str, config_file: str | None, args: list[str], name: str = "",
@@ -35,7 +42,7 @@ def launch_from_cli(runs_dir: Path | str, config_file: str | None, args: list[st
     if seeds > 1:
         return "\n".join(launch_seeds(cfg, runs_dir, seeds, name=name, tags=tags, force=force, requested=requested,
                                       data_roots=data_roots))
-    return launch.launch_run(cfg, runs_dir, name=name, tags=tags, force=force, requested=requested, data_roots=data_roots)
+    return queue.launch_run(cfg, runs_dir, name=name, tags=tags, force=force, requested=requested, data_roots=data_roots)
 
 
 def _fmt_time(ts: float | None) -> str:
@@ -56,13 +63,79 @@ def format_table(runs: list[RunSummary]) -> str:
     rows = [head]
     for r in runs:
         best = f"{r.best_rank_ic:.4f}@{r.best_epoch}" if r.best_rank_ic is not None else "-"
-        status = r.status + (f" ({r.reason[:40]})" if r.reason else "")
+        detail = r.reason or (r.phase_name if r.status == "queued" else "")
+        status = r.status + (f" ({detail[:40]})" if detail else "")
         rows.append([r.id, r.name[:20], ",".join(r.tags)[:20], status, Path(r.dataset).name,
                      str(r.hidden_size or "-"), r.mode or "-", f"{r.epoch if r.epoch is not None else '-'}/"
                      f"{r.epochs_planned if r.epochs_planned is not None else '-'}", str(r.phase if r.phase is not None else "-"),
                      best, _fmt_time(r.started), _fmt_duration(r.duration)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def format_jobs(jobs: list[Job]) -> str:
+    """A plain-text table of queue jobs, one row each."""
+    head = ["job", "kind", "run", "state", "slot", "memory", "reason"]
+    rows = [head] + [[j.id, j.kind, j.run_id or "-", j.state, j.slot or "-",
+                      f"{j.need_ram / GiB:.1f} GiB" if j.need_ram else "-", j.reason or "-"] for j in jobs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _queue_parser(sub: argparse._SubParsersAction) -> None:
+    q = sub.add_parser("queue", help="the job queue: jobs with their state and reason (more: queue --help)")
+    q.add_argument("--json", action="store_true", help="print the jobs as a JSON array")
+    q.add_argument("--all", action="store_true", help=f"every ended job too (default: the last {ENDED_JOBS_SHOWN})")
+    qs = q.add_subparsers(dest="queue_command")
+    s = qs.add_parser("slots", help="show this machine's slots, or set them")
+    s.add_argument("--cpu", type=int, help="N CPU slots")
+    s.add_argument("--threads", type=int, help="torch threads of each slot's job (0 = share the cores)")
+    s.add_argument("--gpus", help="GPU indices, one slot each, e.g. 0,1 (empty: CPU slots)")
+    s.add_argument("--per-gpu", type=int, help="jobs at once on each GPU")
+    qs.add_parser("start", help="start this machine's dispatcher unless one runs")
+    qs.add_parser("serve", help="run the dispatcher in the foreground (until the queue is idle)")
+    qs.add_parser("cancel", help="cancel a queued job (a run's job stops the run)").add_argument("job_id")
+    qs.add_parser("forget", help="remove the records of ended jobs")
+
+
+def _queue_command(args: argparse.Namespace) -> None:
+    rd = args.runs_dir
+    command = args.queue_command
+    if command == "slots":
+        _slots_command(args)
+    elif command == "start":
+        started = queue.ensure_dispatcher(rd)
+        print("dispatcher started" if started else f"dispatcher running (pid {dispatcher_info(rd, process_alive).pid})")
+    elif command == "serve":
+        queue.serve(rd)
+    elif command == "cancel":
+        queue.cancel_job(rd, args.job_id)
+    elif command == "forget":
+        print(f"forgot {queue.forget_ended(rd)} ended job(s)")
+    else:
+        ended = ended_jobs(rd, last=None if args.all else ENDED_JOBS_SHOWN)
+        shown = [*(ended if args.all else ended[-ENDED_JOBS_SHOWN:]), *list_jobs(rd)]
+        if args.json:
+            print(json.dumps([j.to_dict() for j in shown], indent=2))
+            return
+        info = dispatcher_info(rd, process_alive)
+        print(f"slots: {queue.read_slots(rd).describe(os.cpu_count() or 1)}; dispatcher: "
+              + (f"running (pid {info.pid})" if info.alive else "not running (starts with the next job; or: queue start)"))
+        print(format_jobs(shown))
+
+
+def _slots_command(args: argparse.Namespace) -> None:
+    current = queue.read_slots(args.runs_dir)
+    changes = {k: v for k, v in (("cpu", args.cpu), ("threads", args.threads), ("per_gpu", args.per_gpu)) if v is not None}
+    if args.gpus is not None:
+        try:
+            changes["gpus"] = tuple(int(g) for g in args.gpus.split(",") if g.strip())
+        except ValueError:
+            raise ConfigError(f"slots.gpus: comma-separated GPU indices, got {args.gpus!r}") from None
+    if changes:
+        current = queue.Slots.from_dict({**dataclasses.asdict(current), **changes})
+        queue.set_slots(args.runs_dir, current)
+    print(current.describe(os.cpu_count() or 1))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,13 +151,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default="")
     s.add_argument("--tag", action="append", default=[])
     s.add_argument("--force", action="store_true", help="launch despite pre-flight warnings (never failures)")
-    s.add_argument("--seeds", type=int, default=1, help="N > 1: a seed group, trained one after another, then "
-                   "combined into an ensemble run; prints the N run ids")
+    s.add_argument("--seeds", type=int, default=1, help="N > 1: a seed group (N queued runs, then an ensemble run "
+                   "of those that finished); prints the N run ids")
     s.add_argument("--data-root", action="append", default=[], help="allowed dataset folder (repeatable)")
     s = sub.add_parser("stop", help="SIGTERM the run's process group, SIGKILL after --grace seconds")
     s.add_argument("run_id")
     s.add_argument("--grace", type=float, default=None, help="seconds to wait before SIGKILL")
-    for name, text in (("resume", "relaunch the trainer with --resume"), ("delete", "delete a run that is not running")):
+    for name, text in (("resume", "queue the run again, to continue from its last checkpoint"),
+                       ("delete", "delete a run that is not queued or running")):
         sub.add_parser(name, help=text).add_argument("run_id")
     s = sub.add_parser("tag", help="add (or --remove) a tag")
     s.add_argument("run_id")
@@ -108,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_ids", nargs="+", help="two or more finished runs with the same dataset, horizons and splits")
     s.add_argument("--name", default="")
     s.add_argument("--tag", action="append", default=[])
+    _queue_parser(sub)
     return p
 
 
@@ -125,8 +200,8 @@ def _run_command(args: argparse.Namespace, extra: list[str]) -> int:  # noqa: C9
         kwargs = {} if args.grace is None else {"grace_seconds": args.grace}
         print(launch.stop_run(rd, args.run_id, **kwargs))
     elif args.command == "resume":
-        launch.resume_run(rd, args.run_id)
-        print(f"resumed {args.run_id}")
+        queue.resume_run(rd, args.run_id)
+        print(f"queued {args.run_id} to resume")
     elif args.command == "delete":
         launch.delete_run(rd, args.run_id)
         print(f"deleted {args.run_id}")
@@ -144,7 +219,11 @@ def _run_command(args: argparse.Namespace, extra: list[str]) -> int:  # noqa: C9
     elif args.command == "checkpoints":
         print(json.dumps([c.to_dict() for c in list_checkpoints(rd, args.run_id)], indent=2))
     elif args.command == "ensemble":
+        from atft_core.runs.ensemble import build_ensemble  # loads torch (seconds): only for this command
+
         print(build_ensemble(rd, args.run_ids, name=args.name, tags=args.tag))
+    elif args.command == "queue":
+        _queue_command(args)
     return 0
 
 

@@ -1,18 +1,21 @@
-"""The write side for one run: start, stop, resume and delete its trainer; edit its labels.
+"""The write side for one run: create its folder, start / stop its trainer, delete it, label it.
 
-    launch_run(cfg, runs_dir, name="", tags=(), force=False, requested=None) -> run_id
+    create_run(cfg, runs_dir, name="", tags=(), force=False, requested=None, ...) -> run_id
+    start_trainer(runs_dir, run_id, resume=False, env=None) -> launch record
     stop_run(runs_dir, run_id, grace_seconds=DEFAULT_STOP_GRACE_SECONDS) -> final state
-    resume_run(runs_dir, run_id) -> None
     delete_run(runs_dir, run_id) -> None
     rename_run(runs_dir, run_id, name) -> name
     tag_run(runs_dir, run_id, tag, remove=False) -> tags
     note_run(runs_dir, run_id, text) -> None
 
-A trainer is `python -m atft_core.train --config <run>/launch_config.json --run-dir <run>`
-(or `--resume <run>`),
-started from an argument list (never a shell) in its own session, so that it outlives the app
-and `stop` can signal its whole process group. Its pid and psutil start time go to run.json:
-together they identify the process even after the pid is reused.
+Runs are launched and resumed through the queue (`atft_core.runs.queue`), whose dispatcher calls
+`start_trainer` when a slot is free. A trainer is
+``python -m atft_core.train --config <run>/launch_config.json --run-dir <run>`` (or
+``--resume <run>``), started from an argument list (never a shell) in its own session, so that it
+outlives whoever started it and `stop` can signal its whole process group. Its pid and psutil
+start time go to run.json: together they identify the process even after the pid is reused.
+The per-run lock (`atft_core.run_files.RunLock`) is taken before anything is written and passed to
+the trainer, so a second start of the same run fails with a clear error and writes nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,7 @@ import psutil
 
 from atft_core.config import RunConfig
 from atft_core.paths import check_tag, clean_text, resolve_within, run_path, slugify
-from atft_core.run_files import FINAL_STATES, RunFiles, read_json, update_status, write_json_atomic
+from atft_core.run_files import FINAL_STATES, RunFiles, RunFolderBusy, RunLock, read_json, update_status, write_json_atomic
 from atft_core.runs.store import (DEFAULT_RUNS_DIR, LAUNCH_CONFIG, RunError, drop_compacted, process_alive,
                                   run_folder, run_state)
 from atft_core.system import preflight, verdict
@@ -47,6 +50,8 @@ DEFAULT_STOP_GRACE_SECONDS = 60.0
 """How long `stop` waits for the trainer to finish its step and save before SIGKILL."""
 KILL_WAIT_SECONDS = 10.0
 """How long to wait for the process to vanish after SIGKILL."""
+STARTING_WAIT_SECONDS = 10.0
+"""How long `stop` waits for a trainer that is being started right now to record its pid."""
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The trainer runs from here so that it imports this same atft_core."""
 
@@ -62,63 +67,14 @@ class LaunchError(RunError):
         self.items = list(items)
 
 
-def _reap_when_done(proc: subprocess.Popen) -> None:
-    """Collect the trainer's exit status as soon as it ends, so it never lingers as a zombie
-    (a zombie would still answer to its pid)."""
-    def wait() -> None:
-        proc.wait()
-        _CHILDREN.pop(proc.pid, None)
-
-    threading.Thread(target=wait, name=f"reap-{proc.pid}", daemon=True).start()
-
-
 def new_run_id(name: str = "") -> str:
     """Timestamp + sanitised name + short random suffix, e.g. ``20250101-093000-gat-h64-3f9a1c``."""
     parts = [time.strftime("%Y%m%d-%H%M%S"), slugify(name), secrets.token_hex(3)]
     return "-".join(p for p in parts if p)
 
 
-def _trainer_env() -> dict[str, str]:
-    # The child keeps the caller's environment (PATH, threads settings, ...) plus the allocator
-    # settings; nothing in atft_core reads these back as configuration.
-    return {**os.environ, **TRAINER_ENV}
-
-
-def _start_trainer(files: RunFiles, config_path: Path | None, resume: bool, extra: Sequence[str] = ()) -> dict[str, Any]:
-    """Start the detached trainer; returns the launch record (pid, start time, command)."""
-    if resume:  # the trainer resumes with the settings saved in the run folder
-        command = [sys.executable, "-m", TRAINER_MODULE, "--resume", str(files.root)]
-    else:
-        command = [sys.executable, "-m", TRAINER_MODULE, "--config", str(config_path), "--run-dir", str(files.root), *extra]
-    with open(files.log, "ab") as log:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=REPO_ROOT, env=_trainer_env(), start_new_session=True, close_fds=True)
-    _CHILDREN[proc.pid] = proc
-    _reap_when_done(proc)
-    try:
-        start_time = psutil.Process(proc.pid).create_time()
-    except psutil.NoSuchProcess:  # pragma: no cover - our unreaped child always has one
-        start_time = None
-    return {"pid": proc.pid, "proc_start_time": start_time, "command": command,
-            "host": socket.gethostname(), "launched": time.time(), "resume": resume}
-
-
-def _update_info(files: RunFiles, **fields: Any) -> dict[str, Any]:
-    with _INFO_LOCK:
-        info = read_json(files.run_info) or {}
-        info.update(fields)
-        write_json_atomic(files.run_info, info)
-        return info
-
-
-def _record_launch(files: RunFiles, launch: dict[str, Any]) -> None:
-    info = read_json(files.run_info) or {}
-    history = list(info.get("launches") or []) + [launch]
-    _update_info(files, pid=launch["pid"], proc_start_time=launch["proc_start_time"],
-                 command=launch["command"], host=launch["host"], launches=history)
-
-
-def _check_preflight(cfg: RunConfig, runs_dir: Path, force: bool, probes: Any, n_runs: int = 1) -> None:
+def check_preflight(cfg: RunConfig, runs_dir: Path, force: bool, probes: Any = None, n_runs: int = 1) -> None:
+    """LaunchError (with the checklist) when the pre-flight check fails, or warns without `force`."""
     items = preflight(cfg, runs_dir, probes=probes, n_runs=n_runs)
     result = verdict(items)
     bad = [i for i in items if i.verdict == "fail" or (i.verdict == "warn" and not force)]
@@ -129,69 +85,140 @@ def _check_preflight(cfg: RunConfig, runs_dir: Path, force: bool, probes: Any, n
         raise LaunchError(f"pre-flight check {outcome}: {lines}{hint}", items)
 
 
-def launch_run(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, name: str = "",
-               tags: Iterable[str] = (), force: bool = False, requested: dict | None = None, *,
-               probes: Any = None, data_roots: Sequence[Path | str] | None = None,
-               group: dict[str, Any] | None = None) -> str:
-    """Create ``runs/<id>/``, start the trainer detached, and return the run id.
+def create_run(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, name: str = "", tags: Iterable[str] = (),
+               requested: dict | None = None, *, data_roots: Sequence[Path | str] | None = None,
+               run_id: str | None = None, info: Mapping[str, Any] | None = None) -> str:
+    """Create ``runs/<id>/`` for `cfg` (state queued, no trainer yet) and return the run id.
 
-    Refuses (LaunchError / UnsafePathError, nothing written) when the dataset lies outside
-    `data_roots` (if given) or the pre-flight check fails, or warns without `force`.
-    `requested` is the config as the user gave it (partial dict), kept in run.json.
-    `group` is for `atft_core.runs.seeds.launch_seeds` only: ``{"id", "name", "size", "after", "ensemble_of"}``.
+    The caller has run the pre-flight (`check_preflight`). Refuses (UnsafePathError / LaunchError,
+    nothing written) a dataset outside `data_roots` (if given) or an existing `run_id`.
+    `requested` is the config as the user gave it (partial dict), kept in run.json with `info`'s
+    fields (a seed group's, a study's).
     """
     tags = list(dict.fromkeys(check_tag(t) for t in tags))
     name = clean_text(name)
-    data_path = Path(cfg.data.path).expanduser()
-    data_path = resolve_within(data_path, data_roots, "data.path") if data_roots is not None else data_path.resolve()
-    # The trainer runs in the repo root: give it an absolute dataset path.
-    cfg = cfg.replace(**{"data.path": str(data_path)})
+    cfg = cfg.replace(**{"data.path": str(dataset_path(cfg, data_roots))})   # the trainer runs elsewhere
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    group = group or {}
-    if not group.get("after"):   # later runs of a seed group were checked with the first, for all of them
-        _check_preflight(cfg, runs_dir, force, probes, n_runs=int(group.get("size", 1)))
-    run_id, files = _make_run_dir(runs_dir, name)
-    extra = []
-    if group.get("after"):
-        extra += ["--after", str(run_path(runs_dir, group["after"]))]
-    if group.get("ensemble_of"):
-        extra += ["--ensemble-of", ",".join(group["ensemble_of"])]
-    started: dict[str, Any] = {}
+    run_id, files = _make_run_dir(runs_dir, name, run_id)
     try:
         write_json_atomic(files.root / LAUNCH_CONFIG, cfg.to_dict())
         write_json_atomic(files.run_info, {"id": run_id, "name": name, "tags": tags, "note": "",
                                            "created": time.time(), "requested": requested or cfg.to_dict(),
-                                           **({"group": group["id"], "group_name": group["name"]} if group else {})})
+                                           **(info or {})})
         update_status(files, state="queued", epoch=0, epochs_planned=sum(cfg.train.phase_epochs))
-        started = _start_trainer(files, files.root / LAUNCH_CONFIG, resume=False, extra=extra)
-        _record_launch(files, started)
     except BaseException as exc:  # whatever failed (full disk, a value JSON cannot hold, Ctrl-C): no orphan folder
-        _undo_launch(files, started.get("pid"))
+        remove_run_dir(files)
         if isinstance(exc, Exception):
-            raise LaunchError(f"could not start the trainer for {run_id}: {exc}") from exc
+            raise LaunchError(f"could not create the run folder {files.root}: {exc}") from exc
         raise
     return run_id
 
 
-def _undo_launch(files: RunFiles, pid: int | None) -> None:
-    """Kill a trainer that was started for a launch that then failed, and remove its folder."""
-    if pid is not None:
-        _signal_group(pid, signal.SIGKILL)
-        _wait_gone(pid, KILL_WAIT_SECONDS)
+def remove_run_dir(files: RunFiles) -> None:
+    """Remove a run folder that a launch created and then could not complete."""
     shutil.rmtree(files.root, ignore_errors=True)
 
 
-def _make_run_dir(runs_dir: Path, name: str) -> tuple[str, RunFiles]:
-    for _ in range(10):
-        run_id = new_run_id(name)
-        root = run_path(runs_dir, run_id)
+def dataset_path(cfg: RunConfig, data_roots: Sequence[Path | str] | None = None) -> Path:
+    """The config's dataset as an absolute path, inside `data_roots` when they are given."""
+    path = Path(cfg.data.path).expanduser()
+    return resolve_within(path, data_roots, "data.path") if data_roots is not None else path.resolve()
+
+
+def _make_run_dir(runs_dir: Path, name: str, run_id: str | None) -> tuple[str, RunFiles]:
+    for _ in range(1 if run_id else 10):
+        candidate = run_id or new_run_id(name)
+        root = run_path(runs_dir, candidate)
         try:
             root.mkdir()
         except FileExistsError:
             continue
-        return run_id, RunFiles(root)
+        return candidate, RunFiles(root)
+    if run_id:
+        raise LaunchError(f"run {run_id} already exists in {runs_dir}")
     raise LaunchError(f"could not create a unique run folder in {runs_dir}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer processes
+
+
+def start_trainer(runs_dir: Path | str, run_id: str, resume: bool = False,
+                  env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Start the run's trainer detached and return the launch record (pid, start time, command).
+
+    Takes the run's lock first: RunFolderBusy if a trainer holds it, RunError if the run ended
+    meanwhile (stopped while queued); either way nothing is written. `env` adds variables to the
+    trainer's environment (a slot's CUDA_VISIBLE_DEVICES).
+    """
+    files = run_folder(runs_dir, run_id)
+    with RunLock(files).acquire() as lock:
+        status = read_json(files.status) or {}
+        if status.get("state") in FINAL_STATES:
+            raise RunError(f"run {run_id} is {status['state']}: {status.get('error') or 'nothing to start'}")
+        record = _spawn(files, resume, lock, env or {})
+        lock.record_holder(record["pid"])
+        _record_launch(files, record)
+    return record
+
+
+def _spawn(files: RunFiles, resume: bool, lock: RunLock, env: Mapping[str, str]) -> dict[str, Any]:
+    # The child inherits the locked descriptor (same number), so the lock passes to it unbroken.
+    held = ["--lock-fd", str(lock.fd)]
+    if resume:  # the trainer resumes with the settings saved in the run folder
+        command = [sys.executable, "-m", TRAINER_MODULE, "--resume", str(files.root), *held]
+    else:
+        command = [sys.executable, "-m", TRAINER_MODULE, "--config", str(files.root / LAUNCH_CONFIG),
+                   "--run-dir", str(files.root), *held]
+    # The child keeps the caller's environment (PATH, ...) plus the allocator settings and the
+    # slot's; nothing in atft_core reads these back as configuration.
+    with open(files.log, "ab") as log:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=REPO_ROOT, env={**os.environ, **TRAINER_ENV, **env}, start_new_session=True,
+                                close_fds=True, pass_fds=(lock.fd,))
+    reap_when_done(proc)
+    try:
+        start_time = psutil.Process(proc.pid).create_time()
+    except psutil.NoSuchProcess:  # pragma: no cover - our unreaped child always has one
+        start_time = None
+    return {"pid": proc.pid, "proc_start_time": start_time, "command": command, "env": dict(env),
+            "host": socket.gethostname(), "launched": time.time(), "resume": resume}
+
+
+def reap_when_done(proc: subprocess.Popen) -> None:
+    """Collect a child's exit status as soon as it ends, so it never lingers as a zombie (a
+    zombie would still answer to its pid)."""
+    _CHILDREN[proc.pid] = proc
+
+    def wait() -> None:
+        proc.wait()
+        _CHILDREN.pop(proc.pid, None)
+
+    threading.Thread(target=wait, name=f"reap-{proc.pid}", daemon=True).start()
+
+
+def update_info(files: RunFiles, **fields: Any) -> dict[str, Any]:
+    """Merge `fields` into run.json; returns it."""
+    with _INFO_LOCK:
+        info = read_json(files.run_info) or {}
+        info.update(fields)
+        write_json_atomic(files.run_info, info)
+        return info
+
+
+def _record_launch(files: RunFiles, launch: dict[str, Any]) -> None:
+    info = read_json(files.run_info) or {}
+    history = list(info.get("launches") or []) + [launch]
+    update_info(files, pid=launch["pid"], proc_start_time=launch["proc_start_time"],
+                command=launch["command"], host=launch["host"], launches=history)
+
+
+def prepare_resume(files: RunFiles) -> None:
+    """Make an ended run queued again, to be resumed from last.pt (the caller holds its lock)."""
+    drop_compacted(files)
+    update_info(files, pid=None, proc_start_time=None)
+    update_status(files, state="queued", pid=None, error=None, ended=None, phase_name="")
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -210,7 +237,6 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     try:
         if proc is not None:
             proc.wait(timeout=timeout)
-            _CHILDREN.pop(pid, None)
         else:
             psutil.Process(pid).wait(timeout=timeout)
         return True
@@ -221,19 +247,16 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 
 def stop_run(runs_dir: Path | str, run_id: str, grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS) -> str:
-    """Stop a live run: SIGTERM to its process group, SIGKILL after `grace_seconds`.
+    """Stop a live run: a queued one at once, a training one with SIGTERM to its process group
+    and SIGKILL after `grace_seconds`.
 
     Returns the run's state afterwards (``stopped`` unless it had already ended another way).
     """
     files = run_folder(runs_dir, run_id)
-    summary = run_state(runs_dir, run_id)
-    if not summary.live:
-        return summary.status
-    info = read_json(files.run_info) or {}
-    pid, start = info.get("pid"), info.get("proc_start_time")
-    if pid is None or not process_alive(pid, start):
-        note = "stopped before the trainer started" if pid is None else "process was already gone"
-        update_status(files, state="stopped", ended=time.time(), error=note)
+    if not run_state(runs_dir, run_id).live:
+        return run_state(runs_dir, run_id).status
+    pid, start = _trainer_process(files)
+    if pid is None:
         return run_state(runs_dir, run_id).status
     _signal_group(pid, signal.SIGTERM)
     if not _wait_gone(pid, grace_seconds):
@@ -247,17 +270,29 @@ def stop_run(runs_dir: Path | str, run_id: str, grace_seconds: float = DEFAULT_S
     return run_state(runs_dir, run_id).status
 
 
-def resume_run(runs_dir: Path | str, run_id: str) -> None:
-    """Relaunch the trainer with ``--resume`` on the run's folder (refused while it is live)."""
-    files = run_folder(runs_dir, run_id)
-    summary = run_state(runs_dir, run_id)
-    if summary.live:
-        raise RunError(f"run {run_id} is {summary.status}; stop it before resuming")
-    if not files.last_checkpoint.is_file():
-        raise RunError(f"run {run_id} has no checkpoints/last.pt to resume from; launch a new run instead")
-    drop_compacted(files)
-    update_status(files, state="queued", error=None, ended=None)
-    _record_launch(files, _start_trainer(files, None, resume=True))
+def _trainer_process(files: RunFiles) -> tuple[int | None, float | None]:
+    """The live trainer of a live run; None when there is none, after marking the run stopped.
+
+    Without a trainer the run's lock is free: taking it shuts out a dispatcher that would start
+    one, while the run is marked stopped. A trainer being started right now holds the lock; its
+    pid is in run.json within moments.
+    """
+    deadline = time.time() + STARTING_WAIT_SECONDS
+    while True:
+        info = read_json(files.run_info) or {}
+        pid, start = info.get("pid"), info.get("proc_start_time")
+        if pid is not None and process_alive(pid, start):
+            return pid, start
+        try:
+            with RunLock(files).acquire():
+                if (read_json(files.status) or {}).get("state") not in FINAL_STATES:
+                    note = "stopped while queued" if pid is None else "process was already gone"
+                    update_status(files, state="stopped", ended=time.time(), error=note)
+                return None, None
+        except RunFolderBusy:
+            if time.time() > deadline:
+                raise RunError(f"run {files.root.name} is being started by another process; try again") from None
+            time.sleep(0.05)
 
 
 def delete_run(runs_dir: Path | str, run_id: str) -> None:
@@ -284,15 +319,15 @@ def tag_run(runs_dir: Path | str, run_id: str, tag: str, remove: bool = False) -
         tags = [t for t in tags if t != tag]
     elif tag not in tags:
         tags.append(tag)
-    return list(_update_info(files, tags=tags)["tags"])
+    return list(update_info(files, tags=tags)["tags"])
 
 
 def rename_run(runs_dir: Path | str, run_id: str, name: str) -> str:
     """Set the run's display name (control characters removed); returns it. The run id, and so
     its folder, never changes."""
-    return str(_update_info(run_folder(runs_dir, run_id), name=clean_text(name))["name"])
+    return str(update_info(run_folder(runs_dir, run_id), name=clean_text(name))["name"])
 
 
 def note_run(runs_dir: Path | str, run_id: str, text: str) -> None:
     """Set the run's free-text note (control characters removed)."""
-    _update_info(run_folder(runs_dir, run_id), note=clean_text(text))
+    update_info(run_folder(runs_dir, run_id), note=clean_text(text))

@@ -34,7 +34,8 @@ import polars as pl
 import psutil
 
 from atft_core.paths import UnsafePathError, check_run_id, run_path
-from atft_core.run_files import FINAL_STATES, RunFiles, read_json
+from atft_core.run_files import FINAL_STATES, RunFiles, RunLock, read_json, read_problem
+from atft_core.runs.jobs import dispatcher_info, host_name, latest_job_of_run, list_jobs
 from atft_core.runs.progress import run_progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,11 +175,18 @@ def _heartbeat_limit(config: dict[str, Any]) -> float:
     return max(MIN_STALE_SECONDS, STALE_HEARTBEATS * float(seconds))
 
 
-def infer_state(files: RunFiles, status: dict, info: dict, config: dict, now: float) -> tuple[str, str, dict]:
-    """(state, reason, status) from the files plus a live process check; see module doc."""
+def infer_state(files: RunFiles, status: dict, info: dict, config: dict, now: float,
+                waiting: str | None = None) -> tuple[str, str, dict]:
+    """(state, reason, status) from the files plus a live process check; see module doc.
+
+    `waiting`: why the run's queue job waits, when it has one that has not started a trainer:
+    the run is then queued for that reason (whatever its heartbeat), never crashed.
+    """
     state = status.get("state") or "queued"
     if state in FINAL_STATES:
         return state, status.get("error") or "", status
+    if waiting is not None and info.get("pid") is None:   # the queue has not started its trainer yet
+        return "queued", "", {**status, "phase_name": waiting}
     pid, start = info.get("pid"), info.get("proc_start_time")
     if pid is None:
         pid, start = status.get("pid"), None
@@ -205,11 +213,62 @@ def _run_config(files: RunFiles) -> dict[str, Any]:
     return read_json(files.root / LAUNCH_CONFIG) or {}
 
 
-def _summary(files: RunFiles, now: float) -> RunSummary:
+class _Queue:
+    """What the queue says about runs: each run's newest job, and (asked once, if needed) whether
+    this machine's dispatcher is alive."""
+
+    def __init__(self, runs_dir: Path | str):
+        self.runs_dir = runs_dir
+        self.jobs = latest_job_of_run(list_jobs(runs_dir))
+        self._dispatcher_alive: bool | None = None
+
+    def waiting(self, run_id: str) -> str | None:
+        """Why the run's job waits; None when it has no job that is yet to start a trainer."""
+        job = self.jobs.get(run_id)
+        if job is None or job.state != "queued":
+            return None
+        if job.host == host_name() and not self.dispatcher_alive():
+            return f"{job.reason + '; ' if job.reason else ''}{DISPATCHER_DOWN}"
+        return job.reason or "waiting for the dispatcher"
+
+    def dispatcher_alive(self) -> bool:
+        if self._dispatcher_alive is None:
+            self._dispatcher_alive = dispatcher_info(self.runs_dir, process_alive).alive
+        return self._dispatcher_alive
+
+
+DISPATCHER_DOWN = "the queue's dispatcher is not running (python -m atft_core.runs queue start)"
+
+
+def _unreadable(files: RunFiles) -> str:
+    """Why neither status.json nor run.json can tell this run's state ('' if one of them can)."""
+    problems = []
+    for path in (files.status, files.run_info):
+        if read_json(path) is not None:
+            return ""
+        problems.append(f"{path.name} {read_problem(path)}")
+    return "; ".join(problems)
+
+
+def _broken(files: RunFiles, info: dict) -> str:
+    """Why the run is broken: no state can be read and no trainer holds the folder ('' if not)."""
+    problem = _unreadable(files) or (f"status.json {read_problem(files.status)}"
+                                     if files.status.exists() and read_json(files.status) is None else "")
+    if not problem:
+        return ""
+    pid = info.get("pid") or RunLock(files).holder()
+    if pid is not None and process_alive(pid, info.get("proc_start_time") if info.get("pid") else None):
+        return ""
+    return f"{problem}: the run's state cannot be read (delete it, or restore the file)"
+
+
+def _summary(files: RunFiles, now: float, queue: _Queue) -> RunSummary:
     info = read_json(files.run_info) or {}
+    if broken := _broken(files, info):
+        return RunSummary(id=files.root.name, status="broken", reason=broken, created=info.get("created"))
     status = read_json(files.status) or {}
     config = _run_config(files)
-    state, reason, status = infer_state(files, status, info, config, now)
+    state, reason, status = infer_state(files, status, info, config, now, queue.waiting(files.root.name))
     data, model, loss, train = (config.get(k) or {} for k in ("data", "model", "loss", "train"))
     started = status.get("started") or info.get("created")
     end = status.get("ended") if state in FINAL_STATES else (status.get("updated") if state == "crashed" else now)
@@ -401,7 +460,8 @@ def list_runs(runs_dir: Path | str = DEFAULT_RUNS_DIR, compact: bool = True) -> 
     """
     now = time.time()
     runs = _run_dirs(Path(runs_dir))
-    summaries = {f.root.name: _summary(f, now) for f in runs}
+    queue = _Queue(runs_dir)
+    summaries = {f.root.name: _summary(f, now, queue) for f in runs}
     final = {rid for rid, s in summaries.items() if s.status in FINAL_STATES}
     if compact:
         for files in runs:
@@ -414,7 +474,7 @@ def list_runs(runs_dir: Path | str = DEFAULT_RUNS_DIR, compact: bool = True) -> 
 def run_state(runs_dir: Path | str, run_id: str) -> RunSummary:
     """The summary of one run (RunError if there is no such run)."""
     files = run_folder(runs_dir, run_id)
-    summary = _summary(files, time.time())
+    summary = _summary(files, time.time(), _Queue(runs_dir))
     final = {run_id} if summary.status in FINAL_STATES else set()
     _attach_metrics({run_id: summary}, _metric_stats([files], final))
     return summary
