@@ -26,10 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 RUN_STATES = ("queued", "running", "completed", "early_stopped", "stopped", "failed", "crashed", "broken")
 """`crashed` and `broken` are never written by a trainer: readers infer them (crashed: the process
 is gone without a final state; broken: status.json is unreadable and no process claims the run)."""
 FINAL_STATES = ("completed", "early_stopped", "stopped", "failed")
+DYING_HOLDER_WAIT_SECONDS = 10.0
+"""How long taking a run's lock waits for a holder that is already dying to let go."""
 LOCK_FILE = ".trainer.lock"
 """Held (flock) by the one trainer of a run folder for its whole life, and by whoever is about to
 start one; the kernel releases it when the holder exits, however it exits."""
@@ -109,17 +113,26 @@ class RunLock:
             raise RunFolderBusy(f"descriptor {fd} does not hold {files.lock}")
 
     def acquire(self) -> "RunLock":
+        """Take the lock now; RunFolderBusy if a live process holds it. A holder that is dying
+        (a killed trainer whose threads are still exiting keeps its descriptors a moment after
+        its main thread is a zombie) is waited for, up to `DYING_HOLDER_WAIT_SECONDS`."""
         fd = os.open(self.files.lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            raise RunFolderBusy(f"run {self.files.root.name} is in use by process {self.holder() or '?'} "
-                                f"(it holds {self.files.lock})") from None
-        self.fd = fd
-        return self
+        deadline = time.monotonic() + DYING_HOLDER_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.fd = fd
+                return self
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+            holder = self.holder()
+            if holder is None or not _dying(holder) or time.monotonic() > deadline:
+                os.close(fd)
+                raise RunFolderBusy(f"run {self.files.root.name} is in use by process {holder or '?'} "
+                                    f"(it holds {self.files.lock})")
+            time.sleep(0.05)
 
     def record_holder(self, pid: int) -> None:
         """Write the pid of the process that keeps the lock (for the loser's message)."""
@@ -143,6 +156,16 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _dying(pid: int) -> bool:
+    """The process is gone or a zombie (its other threads may still be exiting)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:
+        return False
 
 
 def _same_file(fd: int, path: Path) -> bool:

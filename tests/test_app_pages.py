@@ -223,6 +223,7 @@ def test_seed_group_launches_from_new_run(dirs):
         at.run()
         assert any(i.startswith("Queued: waiting for a slot (1 of 1 busy)") for i in texts(at, "info")), texts(at, "info")
         assert "waiting for a slot (1 of 1 busy)" in texts(at, "caption")
+        assert any(c.endswith("ensemble · queued: waiting for 2 of 2 runs to end") for c in texts(at, "caption"))
     finally:
         for run_id in run_ids:
             launch.stop_run(runs, run_id, grace_seconds=30)

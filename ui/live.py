@@ -15,6 +15,7 @@ import streamlit as st
 
 from atft_core import costs, evaluation, runs
 from atft_core.run_files import RunFiles
+from atft_core.runs.jobs import Job, ended_jobs, list_jobs
 
 CACHE_ENTRIES = 64
 
@@ -110,6 +111,12 @@ def dataset_summary(path: str | Path):
         return _dataset_summary(str(path), _stamp(Path(path))), None
     except (DataError, OSError) as exc:
         return None, str(exc)
+
+
+def queue_steps(runs_dir: Path, ended: int = 3) -> tuple[list[Job], list[Job]]:
+    """(the queue's live steps that are not a run's training, i.e. ensemble steps; the `ended`
+    most recent ended jobs of any kind), for the sidebar."""
+    return [j for j in list_jobs(runs_dir) if j.kind != "train"], ended_jobs(runs_dir, last=ended)[-ended:]
 
 
 def running_runs(runs_dir: Path) -> list[runs.RunSummary]:

@@ -1,4 +1,5 @@
-"""The sidebar every page shares: the runs that are training now, with links to them."""
+"""The sidebar every page shares: the runs that are training now, with links to them, the queued
+ones with why they wait, the queue's ensemble steps and its recently ended jobs."""
 
 from __future__ import annotations
 
@@ -27,3 +28,10 @@ def running_runs() -> None:
                      help=run.phase_name or None)
         if run.phase_name:
             st.caption(run.phase_name)
+    steps, ended = live.queue_steps(state.runs_dir())
+    for job in steps:
+        st.caption(f"{job.name or job.id} · {job.state}: {job.reason or 'queued'}")
+    if ended:
+        with st.expander("Recently ended jobs"):
+            for job in reversed(ended):
+                st.caption(f"{job.name or job.run_id or job.id} · {job.state}: {job.reason}")
