@@ -1,6 +1,6 @@
 """Queue overhead per job: submitting, dispatching and bookkeeping, measured on trivial jobs.
 
-    python bench/bench_queue.py [--jobs 12] [--slots 2] [--waiting 200] [--repeat 5]
+    python bench/bench_queue.py [--jobs 12] [--slots 2] [--warm 3] [--waiting 200] [--repeat 5]
 
 In a temporary folder with a small demo dataset:
 
@@ -9,8 +9,9 @@ In a temporary folder with a small demo dataset:
    Per job: the submit call (`queue.launch_run`: pre-flight, memory estimate, run folder, job
    file); submit -> trainer started, for the jobs that found a slot free; a trainer's final
    status -> the next trainer started on its slot (process exit, noticing it, starting the
-   next); a run's final status -> its job closed; and the whole batch's wall time against the
-   trainers' own time divided by the slots.
+   next); a run's final status -> its job closed; the whole batch's wall time against the
+   trainers' own time divided by the slots; then --warm single jobs, one at a time, submitted to
+   the running dispatcher.
 2. In-process, with the machine reporting no free memory (so nothing starts): one dispatcher
    look at a queue of --waiting jobs, and `list_runs` over their queued runs.
 """
@@ -53,7 +54,16 @@ def trivial(dataset: Path) -> RunConfig:
                                 "runtime": {"heartbeat_seconds": 1.0}})
 
 
-def batch(root: Path, dataset: Path, n_jobs: int, n_slots: int) -> None:
+def closed_jobs(runs_dir: Path, run_ids: list[str]) -> dict:
+    """Run id -> its ended job, once the dispatcher has closed every one (a moment after the runs end)."""
+    while True:
+        jobs = {j.run_id: j for j in ended_jobs(runs_dir) if j.run_id in run_ids}
+        if len(jobs) == len(run_ids):
+            return jobs
+        time.sleep(0.05)
+
+
+def batch(root: Path, dataset: Path, n_jobs: int, n_slots: int, n_warm: int) -> None:
     runs_dir = root / "batch"
     queue.set_slots(runs_dir, queue.Slots(cpu=n_slots, threads=1))
     cfg = trivial(dataset)
@@ -71,7 +81,7 @@ def batch(root: Path, dataset: Path, n_jobs: int, n_slots: int) -> None:
     summaries = queue.wait_for_runs(runs_dir, ids, poll_seconds=0.2)
     wall = time.time() - start
     assert all(s.status == "completed" for s in summaries), [(s.id, s.status, s.reason) for s in summaries]
-    jobs = {j.run_id: j for j in ended_jobs(runs_dir)}
+    jobs = closed_jobs(runs_dir, ids)
     launched = {i: read_json(RunFiles(runs_dir / i).run_info)["launches"][-1]["launched"] for i in ids}
     ended = {i: read_json(RunFiles(runs_dir / i).status)["ended"] for i in ids}
     order = sorted(ids, key=launched.get)
@@ -89,6 +99,13 @@ def batch(root: Path, dataset: Path, n_jobs: int, n_slots: int) -> None:
     ideal = sum(trainer) / n_slots
     print(f"  batch wall {wall:.1f} s vs trainers' time / slots {ideal:.1f} s: "
           f"{(wall - ideal) / n_jobs * 1000:.0f} ms of queue per job")
+    warm = []
+    for i in range(n_warm):   # one at a time, while the batch's dispatcher is still up
+        run_id = queue.launch_run(cfg, runs_dir, name=f"warm {i}", force=True)
+        queue.wait_for_runs(runs_dir, [run_id], poll_seconds=0.2)
+        job = closed_jobs(runs_dir, [run_id])[run_id]
+        warm.append(read_json(RunFiles(runs_dir / run_id).run_info)["launches"][-1]["launched"] - job.created)
+    print(f"  submit -> trainer started, dispatcher already running {spread(warm)}")
 
 
 def waiting(root: Path, dataset: Path, n_waiting: int, repeat: int) -> None:
@@ -124,6 +141,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--jobs", type=int, default=12)
     ap.add_argument("--slots", type=int, default=2)
+    ap.add_argument("--warm", type=int, default=3, help="single jobs submitted to a running dispatcher afterwards")
     ap.add_argument("--waiting", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
@@ -133,7 +151,7 @@ def main(argv: list[str]) -> int:
         root = Path(tmp)
         dataset = root / "demo.parquet"
         make_demo(dataset, n_stocks=40, n_days=260, seed=7)
-        batch(root, dataset, args.jobs, args.slots)
+        batch(root, dataset, args.jobs, args.slots, args.warm)
         waiting(root, dataset, args.waiting, args.repeat)
     print(f"load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
