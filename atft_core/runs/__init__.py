@@ -4,11 +4,14 @@ Read side (imports nothing of the write side; what this package itself exports):
 
     store      state inference (`run_state`, `list_runs` -> RunSummary), DuckDB metric queries
                (`query_metrics`), `log_tail`, `list_checkpoints`
+    jobs       the job queue's records as readers see them (`list_jobs`, `ended_jobs`)
 
 Write side (may import the read side, never the reverse)::
 
-    launch     start / stop / resume / delete one run's trainer; tag and note a run
-    seeds      seed groups: N seeds trained one after another, then an ensemble
+    launch     create a run folder; start / stop one run's trainer; delete, tag and note a run
+    queue      the job queue every run goes through: `launch_run`, `resume_run`, slots, memory
+               admission, the dispatcher process
+    seeds      seed groups: N queued seeds, then an ensemble step
     ensemble   an ensemble run of finished runs (per-date mean of z-scored predictions)
 
 `python -m atft_core.runs ...` is the command line (`atft_core.runs.cli`).
