@@ -135,9 +135,11 @@ class RunLock:
             time.sleep(0.05)
 
     def record_holder(self, pid: int) -> None:
-        """Write the pid of the process that keeps the lock (for the loser's message)."""
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(pid).encode(), 0)
+        """Write the pid of the process that keeps the lock (for the loser's message; on a full
+        disk the message goes without it)."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, str(pid).encode(), 0)
 
     def holder(self) -> int | None:
         try:

@@ -33,5 +33,6 @@ def running_runs() -> None:
         st.caption(f"{job.name or job.id} · {job.state}: {job.reason or 'queued'}")
     if ended:
         with st.expander("Recently ended jobs"):
-            for job in reversed(ended):
-                st.caption(f"{job.name or job.run_id or job.id} · {job.state}: {job.reason}")
+            for job in reversed(ended):   # a finished run's job: "done" says it all
+                st.caption(f"{job.name or job.run_id or job.id} · {job.state}"
+                           + (f": {job.reason}" if job.state != "done" or job.kind != "train" else ""))

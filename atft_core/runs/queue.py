@@ -309,14 +309,14 @@ def wait_for_runs(runs_dir: Path | str, run_ids: Sequence[str], timeout: float |
 # ---------------------------------------------------------------------------------------------
 # The dispatcher
 
-_SPAWNED: dict[str, subprocess.Popen] = {}
+_SPAWNED: dict[str, tuple[int, float]] = {}
 
 
 def ensure_dispatcher(runs_dir: Path | str) -> bool:
     """Start this machine's dispatcher for `runs_dir` unless one is alive; True if one was started."""
     runs_dir = Path(runs_dir).resolve()
-    spawned = _SPAWNED.get(str(runs_dir))
-    if (spawned is not None and spawned.poll() is None) or dispatcher_info(runs_dir, process_alive).alive:
+    spawned = _SPAWNED.get(str(runs_dir))   # (pid, start time) of one this process started, maybe not yet serving
+    if (spawned is not None and process_alive(*spawned)) or dispatcher_info(runs_dir, process_alive).alive:
         return False
     paths = queue_paths(runs_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -325,7 +325,10 @@ def ensure_dispatcher(runs_dir: Path | str) -> bool:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=launch.REPO_ROOT, start_new_session=True, close_fds=True)
     launch.reap_when_done(proc)
-    _SPAWNED[str(runs_dir)] = proc
+    try:
+        _SPAWNED[str(runs_dir)] = (proc.pid, psutil.Process(proc.pid).create_time())
+    except psutil.NoSuchProcess:   # it already ended (another dispatcher serves)
+        pass
     return True
 
 
