@@ -586,7 +586,8 @@ class MemoryNeed:
 def memory_need(cfg: RunConfig, runs_dir: Path | str, probes: Probes | None = None) -> MemoryNeed:
     """What a run of `cfg` will peak at: the highest peak an earlier run with the same sizes logged
     (RAM, and GPU memory on a GPU), else the panel estimate plus a trainer's base
-    (`TRAINER_BASE_BYTES`). The queue admits a run only when this fits beside the running ones."""
+    (`TRAINER_BASE_BYTES`). RAM counts every process of a data-parallel run (each holds its own
+    panel); GPU memory is per GPU. The queue admits a run only when this fits beside the running ones."""
     probes = probes or Probes()
     eff = resolve(cfg, cuda_available=bool(probes.cuda_available()), cpu_count=int(probes.cpu_count()),
                   cpu_bf16=bool(probes.cpu_bf16()))
@@ -597,7 +598,7 @@ def memory_need(cfg: RunConfig, runs_dir: Path | str, probes: Probes | None = No
         panel = _panel_bytes(eff, _dataset_summary(eff.data.path))
     except Exception:  # noqa: BLE001 - an unreadable dataset fails the pre-flight; here it only means "unknown"
         panel = 0
-    ram = int(rss[0] * GiB) if rss else TRAINER_BASE_BYTES + panel
+    ram = (int(rss[0] * GiB) if rss else TRAINER_BASE_BYTES + panel) * eff.runtime.devices
     gpu_bytes = int(gpu[0] * GiB) if gpu else (panel if on_gpu and eff.train.mode == "optimized" else 0)
     measured = [f"run {found[1]} peaked at {found[0]:.1f} GiB {what}" for found, what in ((rss, "RAM"), (gpu, "GPU"))
                 if found]

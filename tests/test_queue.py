@@ -107,16 +107,22 @@ def test_runs_wait_for_memory_beside_the_running_ones_and_say_why(demo_dataset: 
     assert list_jobs(runs_dir) == []
 
 
-def test_a_gpu_slot_shows_its_trainer_only_its_gpu(demo_dataset: Path, held_queue: Path) -> None:
+def test_gpu_slots_show_a_trainer_only_its_gpus_one_per_process(demo_dataset: Path, held_queue: Path) -> None:
     runs_dir = held_queue
-    queue.set_slots(runs_dir, queue.Slots(gpus=(3,), threads=1))
-    run_id = queue.launch_run(tiny(demo_dataset), runs_dir, force=True)
+    queue.set_slots(runs_dir, queue.Slots(gpus=(3, 5), threads=1))
+    with pytest.raises(launch.LaunchError, match="runtime.devices=3 needs 3 GPUs at once; this queue has 2"):
+        queue.launch_run(tiny(demo_dataset, **{"runtime.devices": 3}), runs_dir, force=True)
+    wide = queue.launch_run(tiny(demo_dataset, **{"runtime.devices": 2}), runs_dir, force=True)
+    narrow = queue.launch_run(tiny(demo_dataset), runs_dir, force=True)
     queue.Dispatcher(runs_dir, Probes(gpus=lambda: [])).step()
-    job = list_jobs(runs_dir)[0]
+    jobs = {j.run_id: j for j in list_jobs(runs_dir)}
     try:
-        assert job.slot == "gpu3" and psutil.Process(job.pid).environ()["CUDA_VISIBLE_DEVICES"] == "3"
+        assert jobs[wide].slot == "gpu3,gpu5" and jobs[wide].width == 2
+        assert psutil.Process(jobs[wide].pid).environ()["CUDA_VISIBLE_DEVICES"] == "3,5"
+        assert jobs[narrow].state == "queued" and jobs[narrow].reason == "waiting for a slot (2 of 2 busy)"
     finally:
-        launch.stop_run(runs_dir, run_id, grace_seconds=30)
+        launch.stop_run(runs_dir, wide, grace_seconds=30)
+        launch.stop_run(runs_dir, narrow)
 
 
 def test_queue_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -106,7 +106,11 @@ class Job:
     need_gpu: int = 0
     """Peak GPU memory (bytes) on a GPU slot, likewise."""
     need_source: str = ""
+    width: int = 1
+    """Slots the job takes at once: a data-parallel run's runtime.devices (one GPU, or one CPU slot's
+    threads, per process)."""
     slot: str | None = None
+    """The slot it runs on (several, comma-separated, for a job wider than one)."""
     pid: int | None = None
     started: float | None = None
     ended: float | None = None

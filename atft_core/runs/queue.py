@@ -26,7 +26,8 @@ by small ones.
 Slots: one per GPU (``per_gpu`` jobs each; the trainer sees only its GPU, through
 CUDA_VISIBLE_DEVICES) or ``cpu`` CPU slots, each with ``threads`` torch threads: a run that leaves
 ``runtime.num_threads`` at 0 gets the slot's count (written to its launch config, so the
-effective config says so); one asking for more than a slot has is refused.
+effective config says so); one asking for more than a slot has is refused. A data-parallel run
+(runtime.devices = N) takes N slots at once, on N different GPUs (CUDA_VISIBLE_DEVICES lists them).
 """
 
 from __future__ import annotations
@@ -139,10 +140,16 @@ def set_slots(runs_dir: Path | str, slots: Slots) -> None:
 
 
 def _place(cfg: RunConfig, slots: Slots, cpu_count: int) -> RunConfig:
-    """`cfg` as it runs on a slot: the slot's thread count when runtime.num_threads is 0 (safe mode
-    keeps its one thread); refused when it asks for more threads than a slot has, or a GPU other
-    than the one its slot shows it."""
+    """`cfg` as it runs on slots: the slot's thread count when runtime.num_threads is 0 (safe mode
+    keeps its one thread); refused when it asks for more threads than a slot has, a GPU other
+    than the one its slot shows it, or more processes (runtime.devices) than there are slots
+    (on GPUs: GPUs)."""
     threads, runtime = slots.threads_each(cpu_count), cfg.runtime
+    room = len(slots.gpus) if slots.gpus else len(slots.names())
+    if runtime.devices > room:
+        raise launch.LaunchError(f"runtime.devices={runtime.devices} needs {runtime.devices} "
+                                 f"{'GPUs' if slots.gpus else 'slots'} at once; this queue has {room} "
+                                 f"({slots.describe(cpu_count)})")
     if runtime.num_threads > threads:
         raise launch.LaunchError(f"runtime.num_threads={runtime.num_threads} is more than a slot of this queue has "
                                  f"({slots.describe(cpu_count)}); set 0 to take the slot's, or change the slots "
@@ -181,7 +188,8 @@ def launch_run(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, name: st
     need = memory_need(cfg, runs_dir, probes)
     run_id = launch.create_run(cfg, runs_dir, name, tags, requested, data_roots=data_roots, run_id=run_id, info=info)
     job = Job(id=_job_id("train", run_id), kind="train", created=time.time(), run_id=run_id, after=list(after),
-              name=name, need_ram=need.ram_bytes, need_gpu=need.gpu_bytes, need_source=need.source, host=host_name())
+              name=name, need_ram=need.ram_bytes, need_gpu=need.gpu_bytes, need_source=need.source,
+              width=cfg.runtime.devices, host=host_name())
     try:
         _submit(runs_dir, job)
     except BaseException as exc:  # a run without its job would wait for nothing: take it back
@@ -213,7 +221,7 @@ def resume_run(runs_dir: Path | str, run_id: str, probes: Probes | None = None) 
         launch.prepare_resume(files)
         _submit(runs_dir, Job(id=_job_id("train", run_id), kind="train", created=time.time(), run_id=run_id,
                               resume=True, name=summary.name, need_ram=need.ram_bytes, need_gpu=need.gpu_bytes,
-                              need_source=need.source, host=host_name()))
+                              need_source=need.source, width=cfg.runtime.devices, host=host_name()))
 
 
 def submit_ensemble(runs_dir: Path | str, after: Sequence[str], members: Sequence[str], name: str = "",
@@ -469,15 +477,17 @@ class Dispatcher:
     def _start(self, job: Job, jobs: list[Job], slots: Slots) -> str:
         """Start the job on a free slot if its memory fits; else why it waits ('' when started)."""
         running = [j for j in jobs if j.state == "running" and j.kind == "train"]
-        busy = {j.slot for j in running}
-        free = [(name, gpu) for name, gpu in slots.names() if name not in busy]
-        if not free:
-            return f"{SLOT_WAIT} ({len(busy)} of {len(slots.names())} busy)"
-        short = self._memory_short(job, running, free[0][1])
+        busy = {name for j in running for name in (j.slot or "").split(",")}
+        taken = _pick_slots([(n, g) for n, g in slots.names() if n not in busy], job.width)
+        if taken is None:
+            wanted = f"{job.width} slots" if job.width > 1 else "a slot"
+            return f"waiting for {wanted} ({len(busy)} of {len(slots.names())} busy)"
+        gpus = [g for _, g in taken if g is not None]
+        short = self._memory_short(job, running, gpus)
         if short:
             return short
-        name, gpu = free[0]
-        env = {"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}
+        name = ",".join(n for n, _ in taken)
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))} if gpus else {}
         try:
             record = launch.start_trainer(self.runs_dir, job.run_id, resume=job.resume, env=env)
         except RunFolderBusy:   # a trainer already holds it (a dispatcher killed mid-start): follow it
@@ -495,23 +505,27 @@ class Dispatcher:
         _say(f"{job.id}: started on {name} (pid {record['pid']})")
         return ""
 
-    def _memory_short(self, job: Job, running: list[Job], gpu: int | None) -> str:
-        """Why the job's memory does not fit beside the running jobs ('' when it does)."""
+    def _memory_short(self, job: Job, running: list[Job], gpus: list[int]) -> str:
+        """Why the job's memory does not fit beside the running jobs ('' when it does), in RAM
+        and on each GPU it would take."""
         _, available = self.probes.ram()
         still_growing = sum(max(0, j.need_ram - _rss(j.pid)) for j in running)
         free = available - still_growing
         if job.need_ram > free:
             return (f"waiting for {job.need_ram / GiB:.1f} GiB of memory ({max(free, 0) / GiB:.1f} GiB free beside "
                     f"the running jobs; {job.need_source})")
-        if gpu is None or not job.need_gpu:
+        if not job.need_gpu:
             return ""
-        device = next((g for g in self._gpus() if g.index == gpu), None)
-        used = {p["pid"]: p["used_memory"] or 0 for p in device.processes} if device else {}
-        growing = sum(max(0, j.need_gpu - used.get(j.pid, 0)) for j in running if j.slot and j.slot.startswith(f"gpu{gpu}"))
-        gpu_free = (device.memory_free if device else 0) - growing
-        if job.need_gpu > gpu_free:
-            return (f"waiting for {job.need_gpu / GiB:.1f} GiB on GPU {gpu} ({max(gpu_free, 0) / GiB:.1f} GiB free beside "
-                    f"the running jobs; {job.need_source})")
+        devices = {g.index: g for g in self._gpus()}
+        for gpu in gpus:
+            device = devices.get(gpu)
+            used = {p["pid"]: p["used_memory"] or 0 for p in device.processes} if device else {}
+            growing = sum(max(0, j.need_gpu - used.get(j.pid, 0)) for j in running
+                          if any(name.split(".")[0] == f"gpu{gpu}" for name in (j.slot or "").split(",")))
+            gpu_free = (device.memory_free if device else 0) - growing
+            if job.need_gpu > gpu_free:
+                return (f"waiting for {job.need_gpu / GiB:.1f} GiB on GPU {gpu} ({max(gpu_free, 0) / GiB:.1f} GiB free "
+                        f"beside the running jobs; {job.need_source})")
         return ""
 
     def _gpus(self) -> list:
@@ -554,6 +568,18 @@ class Dispatcher:
             self.paths.job(job.id).unlink(missing_ok=True)
         else:
             write_json_atomic(self.paths.job(job.id), job.to_dict())
+
+
+def _pick_slots(free: list[tuple[str, int | None]], width: int) -> list[tuple[str, int | None]] | None:
+    """`width` of the free slots, on as many different GPUs (a data-parallel run takes one GPU per
+    process); None when there are not enough."""
+    taken: list[tuple[str, int | None]] = []
+    for name, gpu in free:
+        if gpu is None or all(g != gpu for _, g in taken):
+            taken.append((name, gpu))
+        if len(taken) == width:
+            return taken
+    return None
 
 
 def _status_of(runs_dir: Path, run_id: str) -> str | None:
