@@ -24,7 +24,7 @@ import pytest
 from atft_core import runs
 from atft_core.config import RunConfig
 from atft_core.run_files import RunFiles, read_json
-from atft_core.runs import launch
+from atft_core.runs import launch, queue
 from atft_core.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +104,8 @@ def test_stop_resume_and_a_killed_rank_for_the_whole_group(demo_dataset, tmp_pat
     says why)."""
     cfg = config(demo_dataset, **{"train.phase_epochs": (30, 0, 0, 0), "runtime.devices": 2,
                                   "train.early_stopping_patience": 0})
-    run_id = launch.launch_run(cfg, tmp_path, force=True)
+    queue.set_slots(tmp_path, queue.Slots(cpu=2, threads=1))   # one slot per process
+    run_id = queue.launch_run(cfg, tmp_path, force=True)
     files = RunFiles(tmp_path / run_id)
     wait_for(lambda: (read_json(files.status) or {}).get("step", 0) >= 2, 120, "the first steps")
     worker = psutil.Process(read_json(files.status)["ranks"]["1"])
@@ -112,7 +113,7 @@ def test_stop_resume_and_a_killed_rank_for_the_whole_group(demo_dataset, tmp_pat
     assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
     assert not read_json(files.status).get("error"), "the group was killed instead of stopping"
 
-    launch.resume_run(tmp_path, run_id)
+    queue.resume_run(tmp_path, run_id)
     wait_for(lambda: (read_json(files.status) or {}).get("epoch", 0) >= 1, 120, "a resumed epoch")
     assert "resumed from" in files.log.read_text()
     status = read_json(files.status)
