@@ -124,7 +124,11 @@ def button(page, name: str):
 
 
 def visible_buttons(page, names: tuple[str, ...]) -> list[str]:
-    return [n for n in names if button(page, n).count()]
+    """Which of `names` the page's own buttons show, read in ONE snapshot of the page: two
+    separate queries can see one button before and after it changed its label (Stop -> Resume),
+    and report both."""
+    shown = page.locator('[data-testid="stMain"] button').all_inner_texts()
+    return [n for n in names if n in (text.strip() for text in shown)]
 
 
 def wait_until(page, check, timeout_s: float, what: str, every_ms: int = 100, watch=None):
