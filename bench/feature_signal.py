@@ -1,16 +1,20 @@
-"""Where is the 1-day signal? Single features and linear fits, judged on validation only.
+"""Where is the signal? Single features and linear fits, judged on validation only.
 
     python bench/feature_signal.py --dataset runs/quality/dataset.parquet
+    python bench/feature_signal.py --dataset runs/quality/dataset.parquet --horizon 20 \
+        --start 2017-08-21 --train-end 2020-12-31 --val-end 2021-12-31 --end 2022-12-31 --next-year
 
 Reads a built dataset with the quality report's splits (train 2016-05-01..2022-12-31,
-validation 2023; the test year is never loaded into any statistic) and prints, for the first
-horizon's target (1 day):
+validation 2023; the test year is never loaded into any statistic) or another window's, and
+prints, for one horizon's target (--horizon, 1 day by default):
 1. each feature's mean daily RankIC on validation, oriented as a reversal (minus the feature),
    with its RankICIR and its mean RankIC in every training year (is the sign stable?);
 2. a ridge regression on all features fitted on the training days (all, and the last
    --recent-days), with the target per date z-scored, z-scored and clipped at +-3, or
    rank-gauss (the point-loss targets of `loss.target_normalization`): RankIC on the training
    days it was fitted on and on validation.
+3. with --next-year, the same for the segment after validation: only for windows that end
+   before the report's test year (--end), which the option checks.
 Every statistic is per date, then averaged (atft_core.metrics.daily_rank_ic).
 """
 
@@ -31,6 +35,8 @@ from atft_core.config import RunConfig  # noqa: E402
 from atft_core.data.panel import load_panel  # noqa: E402
 from atft_core.data.splits import make_splits  # noqa: E402
 
+REPORT_TEST_START = "2024-01-01"
+"""The quality report's test year starts here; --next-year refuses a window that reaches it."""
 CLIP = 3.0
 """The 'zclip' target: per-date z-score clipped to +-CLIP."""
 
@@ -41,6 +47,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--start", default="2016-05-01")
     ap.add_argument("--train-end", default="2022-12-31")
     ap.add_argument("--val-end", default="2023-12-31")
+    ap.add_argument("--end", default="", help="last date loaded (e.g. 2022-12-31 for a window before the test year)")
+    ap.add_argument("--horizon", type=int, default=1, help="target horizon in days (one of the dataset's)")
+    ap.add_argument("--next-year", action="store_true",
+                    help=f"also score the segment after validation (needs --end before {REPORT_TEST_START})")
     ap.add_argument("--recent-days", type=int, default=400, help="the quality report's cut of the deep rows")
     ap.add_argument("--ridge-alpha", type=float, default=1e4)
     return ap.parse_args(argv)
@@ -80,37 +90,46 @@ def ridge_scores(x: np.ndarray, y: np.ndarray, valid: np.ndarray, days: np.ndarr
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    cfg = RunConfig().replace(**{"data.path": args.dataset, "data.start": args.start,
+    if args.next_year and not (args.end and args.end < REPORT_TEST_START):
+        raise SystemExit(f"--next-year needs --end before {REPORT_TEST_START}: the report's test year is never read")
+    cfg = RunConfig().replace(**{"data.path": args.dataset, "data.start": args.start, "data.end": args.end,
                                  "data.train_end": args.train_end, "data.val_end": args.val_end})
-    panel = load_panel(cfg.data)
+    panel = load_panel(cfg.data)  # every horizon: the purge (longest horizon) and the days are the same for each
+    if args.horizon not in panel.horizons:
+        raise SystemExit(f"--horizon {args.horizon}: the dataset's horizons are {list(panel.horizons)}")
     splits = make_splits(panel.dates, cfg.data)
     x = panel.features.numpy()
-    target = panel.targets[..., 0].numpy()
+    target = panel.targets[..., panel.horizons.index(args.horizon)].numpy()
     valid = panel.valid.numpy() & np.isfinite(target)
     y = np.where(valid, target, 0.0)
-    train, val = splits.train, splits.val
-    print(f"dataset {args.dataset}: {splits.describe()}; target {panel.horizons[0]}-day")
+    train = splits.train
+    scored = {"validation": splits.val} | ({"next year": splits.test} if args.next_year else {})
+    print(f"dataset {args.dataset}: {splits.describe()}; target {args.horizon}-day")
 
     years = sorted({str(panel.dates[d])[:4] for d in train})
     by_year = {yr: np.array([d for d in train if str(panel.dates[d]).startswith(yr)]) for yr in years}
-    print(f"\n{'feature (minus)':<24} {'val RankIC':>10} {'val ICIR':>8}  train RankIC by year {' '.join(years)}")
+    heads = " ".join(f"{k[:4] + ' RankIC':>11}" for k in scored)
+    print(f"\n{'feature (minus)':<24} {heads} {'val ICIR':>8}  train RankIC by year {' '.join(years)}")
     ranked = []
     for f, name in enumerate(panel.feature_names):
         score = -x[..., f]
-        m, ir = rank_ic(score[val], y[val], valid[val])
+        means = {k: rank_ic(score[d], y[d], valid[d]) for k, d in scored.items()}
         yearly = [rank_ic(score[d], y[d], valid[d])[0] for d in by_year.values()]
-        ranked.append((m, f"{name:<24} {m:10.4f} {ir:8.3f}  " + " ".join(f"{v:+.3f}" for v in yearly)))
+        m, ir = means["validation"]
+        cells = " ".join(f"{v[0]:11.4f}" for v in means.values())
+        ranked.append((m, f"{name:<24} {cells} {ir:8.3f}  " + " ".join(f"{v:+.3f}" for v in yearly)))
     # Features equal across stocks on a date (market features) rank nothing: listed last.
     for _, line in sorted(ranked, key=lambda r: -r[0] if np.isfinite(r[0]) else np.inf):
         print(line)
 
-    print(f"\nridge on all {x.shape[2]} features (alpha {args.ridge_alpha:g}): RankIC on the fit days / on validation")
+    print(f"\nridge on all {x.shape[2]} features (alpha {args.ridge_alpha:g}): RankIC on the fit days / "
+          + " / ".join(f"on {k}" for k in scored))
     for label, days in (("all training days", train), (f"last {args.recent_days} training days", train[-args.recent_days:])):
         for kind in ("z", "zclip", "rank"):
             score = ridge_scores(x, normalised_target(y, valid, kind), valid, days, args.ridge_alpha)
             fit, _ = rank_ic(score[days], y[days], valid[days])
-            m, ir = rank_ic(score[val], y[val], valid[val])
-            print(f"  {label:<26} target {kind:<6} fit {fit:.4f}   validation {m:.4f} (RankICIR {ir:.3f})")
+            outside = "   ".join(f"{k} {rank_ic(score[d], y[d], valid[d])[0]:.4f}" for k, d in scored.items())
+            print(f"  {label:<26} target {kind:<6} fit {fit:.4f}   {outside}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,11 @@ purge >= longest horizon + execution lag (config resolution) plus the default em
 Rows: every baseline kind; the default config with --seeds seeds, plus their ensemble (the
 per-date mean of the seeds' z-scored predictions: a row without training of its own); one-seed
 ablations (GAT off, FAN off, fixed gate, large hidden size, RankIC / CS-IC loss weights, a single
-phase); then the default model and every baseline again with data.execution_lag=1. Each row is a
+phase); then the default model and every baseline again with data.execution_lag=1; then the
+financial-statement group (real profile): on a dataset built with --statements
+(`<runs-dir>/dataset_statements.parquet`) and a window from STATEMENT_START, the earnings-yield
+and book-to-price factors and the default model without (the 49 price features) and with the
+statement features, --seeds seeds at lag 0 and seed 0 at lag 1. Every horizon is reported. Each row is a
 run `<runs-dir>/<row>` queued in the library's job queue (`atft_core.runs.queue`, --jobs slots);
 a row whose run completed with the same requested config and dataset is reused, a stopped or
 crashed one resumed. The numbers go to `<out>/quality/results.json`, the page to
@@ -54,6 +58,7 @@ from atft_core import bootstrap, costs, evaluation, metrics, runs  # noqa: E402
 from atft_core.config import MODEL_KINDS, LossConfig, RunConfig  # noqa: E402
 from atft_core.data.build import BuildParams, build_dataset, fingerprint  # noqa: E402
 from atft_core.data.demo import make_demo  # noqa: E402
+from atft_core.data.features import ALL_FEATURES as PRICE_FEATURES  # noqa: E402
 from atft_core.data.schema import read_metadata  # noqa: E402
 from atft_core.data.validate import validate_dataset  # noqa: E402
 from atft_core.evaluation import horizons_in, load_predictions, to_arrays  # noqa: E402
@@ -68,9 +73,19 @@ RAW_FILES = {"quotes": "jquants_daily_quotes_2016_2024.parquet", "listed_info": 
              "index": "jquants_topix_2004_2024.parquet"}
 TRAIN_START, TRAIN_END, VAL_END = "2016-05-01", "2022-12-31", "2023-12-31"
 """The protocol: train 2016-05-01..2022-12-31, validation 2023, test 2024 (the rest of the data)."""
-REPORT_HORIZONS = (1, 5)
+REPORT_HORIZONS = (1, 5, 10, 20)
+"""Horizons (days) the report collects and shows: every head the deep model trains."""
+STATEMENT_START = "2021-06-01"
+"""data.start of the financial-statement rows. The shared statements start on 2021-01-25; the
+earnings yield needs a full-year filing and book-to-price comes with one, so both are known for
+about 85% of stock-days only from June 2021, after the March year-end filings (profit growth,
+a year later still). The same window for the rows with and without the statements."""
+STATEMENT_FACTORS = (("ey", "feat_fin_ey", "earnings yield"), ("bp", "feat_fin_bp", "book-to-price"))
+"""(row suffix, feature, words) of the single statement factors, scored high first (cheap first)."""
+STATEMENT_FILE = "jquants_statements_2021_2024.parquet"
 DEEP = "atft_gat_fan"
-BASELINES = tuple(k for k in MODEL_KINDS if k != DEEP)
+BASELINES = tuple(k for k in MODEL_KINDS if k not in (DEEP, "factor"))
+"""Baseline kinds with a row each; `factor` (any input) has rows only where the input is named."""
 ABLATION_RANKIC_WEIGHT = 0.2
 ABLATION_CS_IC_WEIGHT = 0.3
 """The loss weights the old system argued about (defaults come from LossConfig)."""
@@ -113,6 +128,8 @@ class Profile:
     """How often the rows' states are checked for progress lines."""
     rows: tuple[str, ...] = ()
     """Default rows to train (empty = all)."""
+    statements: bool = False
+    """Whether the report has the financial-statement row group (a dataset built with them)."""
     jobs: int = 1
     """Rows trained at the same time by default."""
 
@@ -126,7 +143,8 @@ PROFILES = {
     "real": Profile(base={"data.start": TRAIN_START, "data.train_end": TRAIN_END, "data.val_end": VAL_END,
                           "runtime.num_threads": 1},
                     deep={}, knobs=Knobs(phase_epochs=(1, 1, 1, 1), hidden=64, hidden_large=256,
-                                         max_train_days=800, seeds=3, mode="optimized"), poll_seconds=1.0, jobs=2),
+                                         max_train_days=800, seeds=3, mode="optimized"), poll_seconds=1.0, jobs=2,
+                    statements=True),
     "tiny": Profile(base={"data.horizons": (1, 5), "data.lookback": 10, "data.min_stocks_per_day": 10,
                           "runtime.num_threads": 1},
                     deep={"model.encoder_heads": 2, "model.gat_heads": 2, "model.fan_top_k": 2,
@@ -157,6 +175,8 @@ class Settings:
     """This invocation, as typed (recorded with every row it trains)."""
     cost_bps: tuple[float, ...] = costs.DEFAULT_COST_BPS
     """Trading-cost levels (bp per side) of the after-costs columns (a report setting: no retraining)."""
+    statements_dataset: Path | None = None
+    """The dataset of the financial-statement rows (None: the profile has no such rows)."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +252,24 @@ def all_rows(s: Settings) -> list[Row]:
     rows += [Row("lag1-default-s0", "lag1", "default, seed 0, lag 1", {"data.execution_lag": 1})]
     rows += [Row(f"lag1-{k}", "lag1", f"baseline {k}, lag 1", {"model.kind": k, "data.execution_lag": 1})
              for k in BASELINES]
+    return rows + statement_rows(s)
+
+
+def statement_rows(s: Settings) -> list[Row]:
+    """The financial-statement group: factors, then the default model without and with them."""
+    if s.statements_dataset is None:
+        return []
+    window = {"data.path": str(s.statements_dataset), "data.start": STATEMENT_START}
+    without = {**window, "data.features": PRICE_FEATURES}
+    rows = []
+    for lag, prefix, suffix, seeds in ((0, "", "", range(s.knobs.seeds)), (1, "lag1-", ", lag 1", range(1))):
+        lagged = {"data.execution_lag": lag} if lag else {}
+        rows += [Row(f"{prefix}fin-factor-{short}", "fin_factor", f"{words} factor ({feature}, high first){suffix}",
+                     {**window, **lagged, "model.kind": "factor", "model.factor": feature, "model.factor_sign": 1})
+                 for short, feature, words in STATEMENT_FACTORS]
+        for group, extra, words in (("fin_without", without, "without"), ("fin_with", window, "with")):
+            rows += [Row(f"{prefix}{group.replace('_', '-')}-s{i}", group, f"default {words} statements, seed {i}{suffix}",
+                         {**extra, **lagged, "runtime.seed": i}) for i in seeds]
     return rows
 
 
@@ -267,9 +305,12 @@ def row_config(row: Row, s: Settings, profile: Profile, deep_start: str) -> RunC
 # Dataset
 
 
-def ensure_real_dataset(raw_dir: Path, out: Path, clock: Clock) -> Path:
-    """Build the real panel with the project's builder, unless `out` already holds the same build."""
+def ensure_real_dataset(raw_dir: Path, out: Path, clock: Clock, statements: bool = False) -> Path:
+    """Build the real panel with the project's builder (with the financial statements when asked),
+    unless `out` already holds the same build."""
     inputs = {role: raw_dir / name for role, name in RAW_FILES.items()}
+    if statements:
+        inputs["statements"] = raw_dir / STATEMENT_FILE
     missing = [str(p) for p in inputs.values() if not p.is_file()]
     if missing:
         raise SystemExit(f"real data not found: {', '.join(missing)} (use --smoke or --dataset PATH)")
@@ -280,7 +321,8 @@ def ensure_real_dataset(raw_dir: Path, out: Path, clock: Clock) -> Path:
         return out
     clock.say(f"dataset: building {out} from {raw_dir}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    build_dataset(inputs["quotes"], inputs["listed_info"], out, index=inputs["index"], params=params)
+    build_dataset(inputs["quotes"], inputs["listed_info"], out, index=inputs["index"], params=params,
+                  statements=inputs.get("statements"))
     clock.say("dataset: built")
     return out
 
@@ -393,7 +435,7 @@ def _clean_summary(summary: dict) -> dict:
 
 
 def run_numbers(run_dir: Path, cost_bps: tuple[float, ...] = costs.DEFAULT_COST_BPS) -> dict[str, Any]:
-    """Per-date metrics of a finished run from its predictions.parquet (val and test, 1d and 5d)."""
+    """Per-date metrics of a finished run from its predictions.parquet (val and test, every horizon)."""
     return frame_numbers(load_predictions(RunFiles(run_dir).predictions), cost_bps)
 
 
@@ -417,8 +459,9 @@ def _round(value: float | None) -> float | None:
 def frame_numbers(frame: pl.DataFrame, cost_bps: tuple[float, ...] = costs.DEFAULT_COST_BPS) -> dict[str, Any]:
     """Per-date metrics of a predictions frame (Date, Code, split, pred_<h>d, target_<h>d): the
     summary, the intervals of mean RankIC and long-short Sharpe, the decile book after costs and,
-    for the test split, the daily series (RankIC, book return, turnover) and the deciles."""
-    out: dict[str, Any] = {"summary": {}, "intervals": {}, "costs": {}, "daily": {}, "deciles": {}}
+    for the test split, the daily series (RankIC, book return, turnover) and the deciles, for
+    validation the daily RankIC (paired comparisons on validation)."""
+    out: dict[str, Any] = {"summary": {}, "intervals": {}, "costs": {}, "daily": {}, "daily_val": {}, "deciles": {}}
     for h in (h for h in REPORT_HORIZONS if h in horizons_in(frame)):
         key = str(h)
         for part in ("summary", "intervals", "costs"):
@@ -430,6 +473,8 @@ def frame_numbers(frame: pl.DataFrame, cost_bps: tuple[float, ...] = costs.DEFAU
             out["intervals"][key][split] = {"rank_ic": _interval(bootstrap.mean_interval(book.rank_ic, h)),
                                             "ls_sharpe": _interval(bootstrap.sharpe_interval(book.gross, h))}
             out["costs"][key][split] = _cost_numbers(book, h, cost_bps)
+            if split == "val":
+                out["daily_val"][key] = {"dates": [str(d) for d in dates], "rank_ic": _clean(book.rank_ic)}
             if split == "test":
                 out["daily"][key] = {"dates": [str(d) for d in dates], "rank_ic": _clean(book.rank_ic),
                                      "long_short": _clean(book.gross), "turnover": _clean(book.turnover)}
@@ -552,12 +597,13 @@ DAILY_SERIES = ("rank_ic", "long_short", "turnover")
 """Daily test series of a row, aligned on the report's date axis."""
 
 
-def align_daily(records: list[dict]) -> list[str]:
-    """Put every row's daily test series on one shared date axis (in place); returns the axis."""
-    axis = sorted({d for r in records for series in r["daily"].values() for d in series["dates"]})
+def align_daily(records: list[dict], part: str = "daily") -> list[str]:
+    """Put every row's daily series of `part` ('daily': test, 'daily_val': validation) on one
+    shared date axis (in place); returns the axis."""
+    axis = sorted({d for r in records for series in r.get(part, {}).values() for d in series["dates"]})
     position = {d: i for i, d in enumerate(axis)}
     for r in records:
-        for series in r["daily"].values():
+        for series in r.get(part, {}).values():
             dates = series.pop("dates")
             for name in [n for n in DAILY_SERIES if n in series]:
                 aligned = [None] * len(axis)
@@ -626,6 +672,37 @@ def protocol_facts(s: Settings, records: list[dict]) -> dict[str, Any]:
                          + (f"purge {lag1['purge_days']} days." if lag1 else "no lag-1 rows in this report."))}
 
 
+def statement_facts(s: Settings, records: list[dict]) -> dict[str, Any]:
+    """What the financial-statement rows ran on, in words ({} without such rows)."""
+    rows = [r for r in records if r["group"] in report.STATEMENT_GROUPS]
+    if not rows or s.statements_dataset is None or not s.statements_dataset.is_file():
+        return {}
+    summary = validate_dataset(s.statements_dataset)
+    st = summary.statements
+    deep = next((r["resolved"] for r in rows if r["group"] == "fin_with" and r["lag"] == 0), rows[0]["resolved"])
+    seeds = sorted({r["seed"] for r in rows if r["group"] == "fin_with" and r["lag"] == 0})
+    return {"lines": [
+        f"Dataset: {s.statements_dataset} ({summary.n_features} features: the {len(PRICE_FEATURES)} price features, "
+        f"the same values as the main dataset's, and {summary.n_features - len(PRICE_FEATURES)} statement features; "
+        f"fingerprint {summary.fingerprint[:12]}), built by `atft_core.data build --statements "
+        f"../shared/data/{STATEMENT_FILE}`. The quotes are split-adjusted only: the filings' per-share figures are "
+        f"put on the prices' share basis with {st.get('splits_inferred', 'n/a')} splits of {st.get('split_stocks', 'n/a')} "
+        "stocks read from their share counts (docs/data.md, *Share basis*). Splits after the statements end (2024-12) "
+        "cannot be read and stay in the prices; docs/data.md measures what a year of unseen splits does (most of the "
+        "20-day yield leak comes back), so the 20-day yield rows on the test year are an upper bound.",
+        f"Window, the same for every row of this section: data.start={STATEMENT_START} (statements start 2021-01-25; "
+        "earnings yield and book-to-price are known for about 85% of stock-days from June 2021, after the March "
+        f"year-end filings), data.train_end={TRAIN_END}, data.val_end={VAL_END}; segments as trained: "
+        f"{deep.get('splits', 'n/a')}. The deep rows train on all {deep.get('train_days', 'n/a')} training days "
+        f"of the window (no cut), phases {','.join(map(str, deep.get('phase_epochs') or []))}, hidden "
+        f"{deep.get('hidden_size')}; seeds {', '.join(map(str, seeds))} at lag 0 and seed 0 at lag 1.",
+        f"*without*: data.features = the {len(PRICE_FEATURES)} price features; *with*: every feature of the dataset. "
+        "Same seeds, same window, same days: the difference is the statement features alone.",
+        "Factors: `model.kind=factor`, `model.factor_sign=1` (high yield first, as given: no sign chosen on any split).",
+        "The best-baseline choice, the verdict and the main tables leave these rows out (another window).",
+    ]}
+
+
 REPORT_KNOBS = ("model.hidden_size", "train.phase_epochs", "train.mode")
 """Deep-row settings the report sets itself (the page's sizes line states them)."""
 
@@ -660,6 +737,7 @@ def collect(s: Settings, clock: Clock, load_before: tuple, reused: list[str]) ->
     clock.say(f"collected {len(records)} rows ({len(missing)} without results)")
     records = _with_ensemble(records, s.runs_dir, s.cost_bps)
     axis = align_daily(records)
+    val_axis = align_daily(records, "daily_val")
     base = report.best_baseline(records)
     room = headroom(s.dataset, s.runs_dir / base["name"], axis) if base else []
     return {"generated": dt.datetime.now().isoformat(timespec="seconds"),
@@ -671,7 +749,8 @@ def collect(s: Settings, clock: Clock, load_before: tuple, reused: list[str]) ->
             "rows_run_seconds": sum(r["run_seconds"] or 0.0 for r in records),
             "devices": sorted({f"{r['resolved'].get('device')} ({r['resolved'].get('device_name')})" for r in records}),
             "wall_seconds": clock.elapsed(), "reused": reused, "missing": missing,
-            "test_dates": axis, "rows": records, "headroom": room}
+            "test_dates": axis, "val_dates": val_axis, "rows": records, "headroom": room,
+            "statements": statement_facts(s, records)}
 
 
 def write_report(results: dict[str, Any], out: Path, clock: Clock) -> Path:
@@ -696,6 +775,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--profile", choices=sorted(PROFILES), default="real")
     ap.add_argument("--smoke", action="store_true", help="tiny profile on a synthetic demo dataset built in --runs-dir")
     ap.add_argument("--dataset", default="", help="use this built dataset instead of building one")
+    ap.add_argument("--statements-dataset", default="",
+                    help="dataset of the statement rows (default <runs-dir>/dataset_statements.parquet, built with "
+                         "--statements from --raw-dir)")
     ap.add_argument("--raw-dir", default=str(SHARED_DATA), help="J-Quants files for the real dataset")
     ap.add_argument("--runs-dir", default="", help="run folders (default runs/quality, smoke runs/quality-smoke)")
     ap.add_argument("--out", default="", help="report folder: quality.md + quality/ (default docs, smoke <runs-dir>/report)")
@@ -740,6 +822,7 @@ def make_settings(args: argparse.Namespace, argv: list[str]) -> tuple[Settings, 
     tiny = name == "tiny"  # never writes into runs/quality or docs/ unless told to
     runs_dir = Path(args.runs_dir or REPO_ROOT / ("runs/quality-smoke" if tiny else "runs/quality"))
     dataset = Path(args.dataset) if args.dataset else runs_dir / ("demo.parquet" if tiny else "dataset.parquet")
+    fin = Path(args.statements_dataset or runs_dir / "dataset_statements.parquet").resolve() if p.statements else None
     out = Path(args.out) if args.out else (runs_dir / "report" if tiny else REPO_ROOT / "docs")
     given = {"phase_epochs": tuple(int(x) for x in args.phase_epochs.split(",")) if args.phase_epochs else None,
              "hidden": args.hidden, "hidden_large": args.hidden_large, "max_train_days": args.max_train_days,
@@ -749,7 +832,8 @@ def make_settings(args: argparse.Namespace, argv: list[str]) -> tuple[Settings, 
                         device=args.device, poll_seconds=p.poll_seconds,
                         only=tuple(x.strip() for x in args.only.split(",") if x.strip()),
                         jobs=max(1, args.jobs or p.jobs), threads=args.threads,
-                        command="python bench/quality.py " + shlex.join(argv), cost_bps=_cost_levels(args.costs))
+                        command="python bench/quality.py " + shlex.join(argv), cost_bps=_cost_levels(args.costs),
+                        statements_dataset=fin)
     return settings, p
 
 
@@ -762,15 +846,25 @@ def prepare_dataset(s: Settings, args: argparse.Namespace, clock: Clock) -> Path
     return ensure_real_dataset(Path(args.raw_dir), s.dataset, clock)
 
 
+def prepare_statements_dataset(s: Settings, args: argparse.Namespace, rows: list[Row], clock: Clock) -> None:
+    """Build (or reuse) the statement rows' dataset when a row to train needs it and it was not given."""
+    if s.statements_dataset is None or args.statements_dataset or not any(
+            r.group in report.STATEMENT_GROUPS for r in rows):
+        return
+    ensure_real_dataset(Path(args.raw_dir), s.statements_dataset, clock, statements=True)
+
+
 def train_rows(rows: list[Row], s: Settings, profile: Profile, deep_start: str, clock: Clock) -> list[str]:
     """Train (or reuse / resume) each row; returns the names reused from earlier invocations."""
-    fp = read_metadata(s.dataset).get("fingerprint", "")
+    prints: dict[str, str] = {}
     s.runs_dir.mkdir(parents=True, exist_ok=True)
     queue.set_slots(s.runs_dir, quality_slots(s))
     reused, queued = [], []
     for row in rows:
         cfg = row_config(row, s, profile, deep_start)
-        state = row_state(s.runs_dir / row.name, cfg, fp)
+        if cfg.data.path not in prints:
+            prints[cfg.data.path] = read_metadata(cfg.data.path).get("fingerprint", "")
+        state = row_state(s.runs_dir / row.name, cfg, prints[cfg.data.path])
         if state == "done":
             reused.append(row.name)
             clock.say(f"{row.name}: reusing the finished run")
@@ -790,7 +884,8 @@ def main(argv: list[str]) -> int:
     load_before = os.getloadavg()
     if args.list:
         for row in all_rows(s):
-            print(f"{row.name:22s} {row.label}  {row.overrides}")
+            shown = {k: f"({len(v)} names)" if isinstance(v, tuple) and len(v) > 4 else v for k, v in row.overrides.items()}
+            print(f"{row.name:22s} {row.label}  {shown}")
         return 0
     if args.from_results:
         results = json.loads((s.out / "quality" / "results.json").read_text())
@@ -801,6 +896,7 @@ def main(argv: list[str]) -> int:
     if not args.report_only:
         deep_start = deep_train_start(dataset, s, profile)
         rows = selected_rows(s, profile)
+        prepare_statements_dataset(s, args, rows, clock)
         clock.say(f"{len(rows)} row(s) to train or reuse in {s.runs_dir}; deep rows from {deep_start or 'the start'}")
         reused = train_rows(rows, s, profile, deep_start, clock)
     if args.train_only:

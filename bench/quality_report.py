@@ -8,8 +8,11 @@ run_seconds``, ``summary[h][split]`` (atft_core.metrics.summarize of the run's p
 ``costs[h][split]`` = {``turnover``, ``turnover_per_day``, ``holding_days``, ``break_even_bps``,
 ``days``, ``levels``: [{``cost_bps``, ``mean_daily``, ``sharpe``}]} at ``settings["cost_bps"]``
 and, for the test split, ``daily[h]`` = {``rank_ic``, ``long_short``, ``turnover``} aligned with
-``results["test_dates"]`` (None where a row has no value) and ``deciles[h]``. Records collected
-before intervals and costs existed render with "n/a" in those places.
+``results["test_dates"]`` (None where a row has no value) and ``deciles[h]``; for validation
+``daily_val[h]`` = {``rank_ic``} aligned with ``results["val_dates"]``. Rows of the groups in
+STATEMENT_GROUPS (their own dataset and window, described by ``results["statements"]["lines"]``)
+have a section of their own. Records collected before intervals and costs existed render with
+"n/a" in those places.
 
 Everything here is a pure function of that dict (no training, no file reading), so the markdown
 and the plots can be regenerated from results.json alone.
@@ -41,10 +44,27 @@ TABLE_METRICS = (("ic", "IC", 4), ("rank_ic", "RankIC", 4), ("rank_icir", "RankI
 """(summary key, column title, decimals) for each split's block of columns."""
 INTERVAL_METRICS = ("rank_ic", "ls_sharpe")
 """Columns shown with their 95% block-bootstrap interval, [low, high] after the value."""
+STATEMENT_GROUPS = ("fin_without", "fin_with", "fin_factor")
+"""Row groups of the financial-statement comparison: its own dataset and training window, so
+these rows never enter the main tables, the best-baseline choice or the verdict."""
+STATEMENT_HORIZONS = ("1", "20")
+"""Horizons of the statement comparison's tables (issue 16: 1-day and 20-day)."""
+STATEMENT_COST_BPS = 10.0
+"""The cost level (bp per side) of the statement tables' net Sharpe column."""
 
 
 # ---------------------------------------------------------------------------------------------
 # Statistics
+
+
+def report_horizons(rows: list[dict]) -> list[str]:
+    """Every horizon the rows have numbers for, as results keys, shortest first."""
+    return sorted({h for r in rows for h in r.get("summary", {})}, key=int)
+
+
+def main_rows(rows: list[dict]) -> list[dict]:
+    """The rows of the main comparison (the statement group has its own window and section)."""
+    return [r for r in rows if r["group"] not in STATEMENT_GROUPS]
 
 
 def metric(row: dict, split: str, key: str, horizon: str = VERDICT_HORIZON) -> float | None:
@@ -57,19 +77,20 @@ def best_baseline(rows: list[dict], lag: int = 0) -> dict | None:
 
     The test year never enters the choice. None when no baseline row has a validation RankIC.
     """
-    candidates = [r for r in rows if r["kind"] != DEEP_KIND and r["lag"] == lag
+    candidates = [r for r in main_rows(rows) if r["kind"] != DEEP_KIND and r["lag"] == lag
                   and metric(r, "val", "rank_ic") is not None]
     return max(candidates, key=lambda r: metric(r, "val", "rank_ic")) if candidates else None
 
 
-def daily(row: dict, horizon: str, series: str = "rank_ic") -> list:
-    """A row's daily test series for a horizon, aligned with results['test_dates']."""
-    return row.get("daily", {}).get(horizon, {}).get(series, [])
+def daily(row: dict, horizon: str, series: str = "rank_ic", split: str = "test") -> list:
+    """A row's daily series for a horizon: test ones aligned with results['test_dates'], the
+    validation RankIC (split 'val') with results['val_dates']."""
+    return row.get("daily" if split == "test" else "daily_val", {}).get(horizon, {}).get(series, [])
 
 
-def mean_daily(rows: list[dict], horizon: str) -> list:
-    """Per-date mean of the rows' daily test RankIC (None where any row lacks the date)."""
-    arrays = [np.array([np.nan if v is None else v for v in daily(r, horizon)], dtype=float) for r in rows]
+def mean_daily(rows: list[dict], horizon: str, split: str = "test") -> list:
+    """Per-date mean of the rows' daily RankIC (None where any row lacks the date)."""
+    arrays = [np.array([np.nan if v is None else v for v in daily(r, horizon, split=split)], dtype=float) for r in rows]
     if not arrays:
         return []
     mean = np.mean(np.stack(arrays), axis=0)
@@ -201,9 +222,9 @@ def _best_net_row(rows: list[dict], horizon: str, lag: int, cost: float) -> tupl
 
 def after_costs_lines(results: dict[str, Any]) -> list[str]:
     """Who wins after costs, per reported horizon (test year, execution lag 0), in words and a table."""
-    rows, levels = results["rows"], cost_levels(results)
+    rows, levels = main_rows(results["rows"]), cost_levels(results)
     lines = []
-    for horizon in ("1", "5"):
+    for horizon in report_horizons(rows):
         found = after_costs(rows, horizon, 0, levels)
         if not found:
             continue
@@ -372,6 +393,94 @@ def headroom_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+STATEMENT_METRICS = (("rank_ic", "RankIC", 4), ("rank_icir", "RankICIR", 3), ("ls_sharpe", "LS Sharpe", 2))
+"""(summary key, column title, decimals) per split in the statement tables."""
+
+
+def _book_cells(rows: list[dict], horizon: str) -> list[str]:
+    """Test break-even cost and net Sharpe at STATEMENT_COST_BPS (mean over the rows)."""
+    even = [v for v in (book(r, "test", horizon).get("break_even_bps") for r in rows) if v is not None]
+    net = [v for v in (level(r, "test", horizon, STATEMENT_COST_BPS).get("sharpe", {}).get("value") for r in rows)
+           if v is not None]
+    return [_fmt(float(np.mean(even)) if even else None, 1), _fmt(float(np.mean(net)) if net else None, 2)]
+
+
+def _statement_row(label: str, rows: list[dict], horizon: str) -> str:
+    """One table line: a single row with its intervals, or several seeds as mean ± std."""
+    if len(rows) == 1:
+        cells = [_cell(rows[0], split, key, horizon, d) for split in ("val", "test") for key, _, d in STATEMENT_METRICS]
+    else:
+        cells = []
+        for split in ("val", "test"):
+            for key, _, d in STATEMENT_METRICS:
+                values = [v for v in (table_value(r, split, key, horizon) for r in rows) if v is not None]
+                cells.append(_fmt(float(np.mean(values)) if values else None, d)
+                             + (f" ± {_fmt(float(np.std(values, ddof=1)), d)}" if len(values) > 1 else ""))
+    seconds = _seconds(rows[0]) if len(rows) == 1 else f"{np.mean([r.get('train_seconds') or 0.0 for r in rows]):.0f} (mean)"
+    return f"| {label} | " + " | ".join(cells + _book_cells(rows, horizon) + [seconds]) + " |"
+
+
+def statement_comparison(rows: list[dict], horizon: str, lag: int) -> dict[str, Any]:
+    """With minus without the statement features, per split: the difference of the seeds' mean
+    daily RankIC paired over days (value, t, n) and each seed's own paired t ({} without both)."""
+    with_, without = ([r for r in rows if r["group"] == g and r["lag"] == lag] for g in ("fin_with", "fin_without"))
+    if not with_ or not without:
+        return {}
+    out: dict[str, Any] = {"seeds": len(with_)}
+    by_seed = {r["seed"]: r for r in without}
+    for split in ("val", "test"):
+        diff = _difference(mean_daily(with_, horizon, split), mean_daily(without, horizon, split))
+        t, n = paired_t(mean_daily(with_, horizon, split), mean_daily(without, horizon, split))
+        seed_t = [paired_t(daily(r, horizon, split=split), daily(by_seed[r["seed"]], horizon, split=split))[0]
+                  for r in with_ if r["seed"] in by_seed]
+        out[split] = {"difference": float(np.nanmean(diff)) if len(diff) and np.isfinite(diff).any() else None,
+                      "t": t, "n": n, "seed_t": seed_t}
+    return out
+
+
+def _comparison_line(c: dict[str, Any], horizon: str) -> str:
+    parts = []
+    for split, name in (("val", "validation"), ("test", "test")):
+        x = c[split]
+        seeds = ", ".join("n/a" if t is None else f"{t:.2f}" for t in x["seed_t"])
+        parts.append(f"{name} {_fmt(x['difference'], 4)} (paired t {_fmt(x['t'], 2)} over {x['n']} days; "
+                     f"per seed {seeds})")
+    overlap = "" if horizon == "1" else f" ({horizon}-day targets overlap: these t overstate significance)"
+    return (f"With minus without, {horizon}-day (mean of the {c['seeds']} seeds' daily RankIC, paired over days)"
+            f"{overlap}: " + "; ".join(parts) + ".")
+
+
+def statement_lines(results: dict[str, Any]) -> list[str]:
+    """The financial-statement section: its window, then per horizon and lag the factors, the
+    default model without and with the statement features, and their paired difference."""
+    rows = [r for r in results["rows"] if r["group"] in STATEMENT_GROUPS]
+    facts = results.get("statements") or {}
+    if not rows:
+        return []
+    lines = ["## Financial statements: the default model with and without them (issue 16)", "",
+             *[f"- {line}" for line in facts.get("lines", [])], ""]
+    header = (["row"] + [f"{s} {title}" for s in ("valid", "test") for _, title, _ in STATEMENT_METRICS]
+              + ["test break-even (bp/side)", f"test net Sharpe at {costs.format_bps(STATEMENT_COST_BPS)}",
+                 "train / run s"])
+    for horizon in STATEMENT_HORIZONS:
+        for lag in (0, 1):
+            subset = [r for r in rows if r["lag"] == lag and horizon in r.get("summary", {})]
+            if not subset:
+                continue
+            lines += [f"### {horizon}-day horizon, execution lag {lag}", "",
+                      "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += [_statement_row(r["label"], [r], horizon) for r in subset if r["group"] == "fin_factor"]
+            for group in ("fin_without", "fin_with"):
+                seeds = [r for r in subset if r["group"] == group]
+                if len(seeds) > 1:
+                    lines.append(_statement_row(f"**{seeds[0]['label'].rsplit(', seed', 1)[0]}, mean ± std of "
+                                                f"{len(seeds)} seeds**", seeds, horizon))
+                lines += [_statement_row(r["label"], [r], horizon) for r in seeds]
+            found = statement_comparison(subset, horizon, lag)
+            lines += ["", _comparison_line(found, horizon), ""] if found else [""]
+    return lines
+
+
 def verdict_lines(v: dict[str, Any]) -> list[str]:
     """The plain-language verdict paragraph."""
     if v["met"] is None:
@@ -407,11 +516,11 @@ def _protocol_lines(results: dict[str, Any]) -> list[str]:
         f"- Splits (config fields): {p['split_fields']}. Purge {p['purge']} days (>= the longest "
         f"horizon + execution lag, enforced by config resolution) + embargo {p['embargo']} days between "
         f"segments. Segments as trained: {p['segments']}",
-        f"- Horizons trained: {p['horizons']}; reported: 1-day and 5-day. Every metric is computed per "
+        f"- Horizons trained and reported: {p['horizons']} (days). Every metric is computed per "
         "date over that date's stocks (`atft_core.metrics`), then averaged over dates; RankICIR = mean / "
         "std of the daily RankIC; long-short = top minus bottom decile, held h days (the h-day target), "
-        "Sharpe annualised with sqrt(252 / h) (the 5-day column is sqrt(5) smaller than the trainer's "
-        "logged `ls_sharpe_5d`, which uses sqrt(252) for every horizon); JPX spread Sharpe as the JPX 2022 "
+        "Sharpe annualised with sqrt(252 / h) (an h-day column is sqrt(h) smaller than the trainer's "
+        "logged `ls_sharpe_<h>d`, which uses sqrt(252) for every horizon); JPX spread Sharpe as the JPX 2022 "
         "competition scored it (not annualised).",
         "- [low, high] after RankIC and LS Sharpe: 95% interval from a circular block bootstrap over days "
         "(blocks of max(10, 2h) days, 2,000 resamples, seed 0; `atft_core.bootstrap`). The default row's "
@@ -424,8 +533,9 @@ def _protocol_lines(results: dict[str, Any]) -> list[str]:
         "- Best baseline: the baseline row with the highest *validation* RankIC (1d), separately for "
         "execution lag 0 and 1; the test year never enters any choice.",
         "- t vs best: paired t-statistic over the test dates both rows have, of (row's daily RankIC - best "
-        "baseline's daily RankIC): t = mean(d) / (std(d, ddof=1) / sqrt(n)). 5-day targets overlap, so the "
-        "5-day daily differences are autocorrelated and their t overstates significance.",
+        "baseline's daily RankIC): t = mean(d) / (std(d, ddof=1) / sqrt(n)). Targets longer than a day "
+        "overlap, so the 5-, 10- and 20-day daily differences are autocorrelated and their t overstates "
+        "significance (roughly by sqrt(h) at most); their intervals use blocks of 2h days.",
         f"- Execution lag: {p['lag_note']}",
         "- train / run s: the training loop (sum of the run's `epoch_seconds`; for a baseline, its fit "
         "and validation) / the whole run from status.json (loading, validation, final predictions).",
@@ -455,14 +565,14 @@ def _settings_lines(results: dict[str, Any]) -> list[str]:
 
 def render_markdown(results: dict[str, Any], plot_dir: str) -> str:
     """The whole docs/quality.md text."""
-    rows = results["rows"]
+    rows = main_rows(results["rows"])
     v = verdict(rows)
     lines = ["# Quality report: does ATFT-GAT-FAN beat simple baselines?", "",
              "Regenerate with `python bench/quality.py` (see `--help` for the cuts; "
              "`--report-only` rebuilds this page from the runs, `--from-results` from results.json).", "",
              "## Verdict", "", *verdict_lines(v), "", *after_costs_lines(results)]
     lines += _protocol_lines(results) + _settings_lines(results)
-    for horizon in ("1", "5"):
+    for horizon in report_horizons(rows):
         for lag in (0, 1):
             subset = [r for r in rows if r["lag"] == lag]
             if not subset:
@@ -473,6 +583,7 @@ def render_markdown(results: dict[str, Any], plot_dir: str) -> str:
             lines += table(rows, horizon, lag) + [""]
             lines += cost_table(rows, horizon, lag, cost_levels(results)) + [""]
     lines += headroom_lines(results)
+    lines += statement_lines(results)
     missing = results.get("missing", [])
     if missing:
         lines += ["## Rows without results", "", *[f"- {m}" for m in missing], ""]

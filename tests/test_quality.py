@@ -55,7 +55,17 @@ def test_rows_cover_the_issue():
     assert [n for n in names if n.startswith("base-")] == [f"base-{k}" for k in quality.BASELINES]
     assert {"default-s0", "default-s1", "default-s2", "abl-no_gat", "abl-no_fan", "abl-gate_fixed",
             "abl-hidden_large", "abl-rankic_w", "abl-csic_w", "abl-single_phase", "lag1-default-s0"} <= set(names)
-    assert sum(n.startswith("lag1-") for n in names) == len(quality.BASELINES) + 1
+    assert sum(n.startswith("lag1-") and "fin-" not in n for n in names) == len(quality.BASELINES) + 1
+    # the statement group: both factors, and the default model without and with the statements, same seeds
+    fin = {r.name: r for r in quality.all_rows(s) if r.group in report.STATEMENT_GROUPS}
+    assert {"fin-factor-ey", "fin-factor-bp", "lag1-fin-factor-ey", "fin-without-s2", "fin-with-s2",
+            "lag1-fin-without-s0", "lag1-fin-with-s0"} <= set(fin)
+    with_, without = (quality.row_config(fin[n], s, profile, "2021-01-04") for n in ("fin-with-s1", "fin-without-s1"))
+    assert with_.data.path == without.data.path == str(s.statements_dataset)
+    assert with_.data.start == without.data.start == quality.STATEMENT_START and with_.runtime.seed == without.runtime.seed
+    assert with_.data.features == () and without.data.features == quality.PRICE_FEATURES
+    factor = quality.row_config(fin["lag1-fin-factor-bp"], s, profile, "")
+    assert (factor.model.kind, factor.model.factor, factor.data.execution_lag) == ("factor", "feat_fin_bp", 1)
     cfg = quality.row_config(next(r for r in quality.all_rows(s) if r.name == "abl-single_phase"), s, profile, "")
     assert sum(cfg.train.phase_epochs) == sum(s.knobs.phase_epochs) and cfg.train.phase_epochs[2] == sum(s.knobs.phase_epochs)
     cfg = quality.row_config(quality.all_rows(s)[0], s, profile, "2021-01-04")
@@ -190,3 +200,36 @@ def test_after_costs_names_the_winner_only_when_the_interval_excludes_zero():
     sentence = report._after_costs_sentence(list(found.values()), "1")
     assert sentence == "Which wins after costs (1-day): `base-a` at 0 bp; the default model at 10 bp."
     assert report.after_costs([rows[0]], "1", 0, (0.0,)) == []          # no default row: nothing to say
+
+
+def _fin_row(name, group, seed, val_daily, test_daily, lag=0, kind="atft_gat_fan"):
+    summary = {h: {"val": {"rank_ic": sum(val_daily) / len(val_daily)}, "test": {"rank_ic": sum(test_daily) / len(test_daily)}}
+               for h in ("1", "20")}
+    label = name if kind == "factor" else f"default {group.removeprefix('fin_')} statements, seed {seed}"
+    return {"name": name, "label": label, "kind": kind, "lag": lag, "group": group, "seed": seed, "summary": summary,
+            "daily": {h: {"rank_ic": test_daily} for h in ("1", "20")},
+            "daily_val": {h: {"rank_ic": val_daily} for h in ("1", "20")}}
+
+
+def test_statement_rows_have_their_own_section_with_the_paired_difference():
+    rng = __import__("numpy").random.default_rng(0)
+    noise = lambda: list(rng.normal(0.0, 0.01, 50))  # noqa: E731
+    without = [_fin_row(f"fin-without-s{i}", "fin_without", i, noise(), noise()) for i in range(2)]
+    with_ = [_fin_row(f"fin-with-s{i}", "fin_with", i, [v + 0.02 + rng.normal(0, 0.001) for v in w["daily_val"]["1"]["rank_ic"]],
+                      w["daily"]["1"]["rank_ic"]) for i, w in enumerate(without)]
+    factor = _fin_row("fin-factor-fin_ey", "fin_factor", 0, [0.5] * 50, [0.5] * 50, kind="factor")
+    main = [_row("base-a", "reversal_1d", 0.01), _row("default-s0", "atft_gat_fan", 0.02, group="default")]
+    rows = main + [factor, *without, *with_]
+    assert report.best_baseline(rows)["name"] == "base-a"        # the statement window's factor never competes
+    assert report.main_rows(rows) == main and report.report_horizons(rows) == ["1", "20"]
+    found = report.statement_comparison(rows, "1", 0)
+    assert found["val"]["difference"] == pytest.approx(0.02, abs=1e-3) and found["val"]["t"] > 20 and found["val"]["n"] == 50
+    assert found["test"]["difference"] == pytest.approx(0.0) and len(found["val"]["seed_t"]) == 2
+    lines = report.statement_lines({"rows": rows, "statements": {"lines": ["window: train 2021-06-01..2022-12-31"]}})
+    text = "\n".join(lines)
+    assert "- window: train 2021-06-01..2022-12-31" in text
+    assert "### 1-day horizon, execution lag 0" in text and "### 20-day horizon, execution lag 0" in text
+    assert "| **default without statements, mean ± std of 2 seeds** |" in text
+    assert "| default with statements, seed 1 |" in text and "| fin-factor-fin_ey | 0.5000 |" in text
+    assert "With minus without, 1-day (mean of the 2 seeds' daily RankIC, paired over days): validation 0.0" in text
+    assert "20-day targets overlap" in text and "execution lag 1" not in text
