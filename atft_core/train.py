@@ -765,8 +765,8 @@ def main(argv: list[str] | None = None) -> int:
             check_settings(cfg)   # what the dataset refutes fails here, before the run folder is touched
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if run_dir is not None and not args.resume and args.lock_fd is not None:
-            _record_refusal(RunFiles(run_dir), exc)
+        if run_dir is not None and not args.resume:
+            _record_refusal(RunFiles(run_dir), exc, args.lock_fd)
         return 2
     try:
         state = run_training(cfg, run_dir, resume=bool(args.resume), lock_fd=args.lock_fd)
@@ -776,12 +776,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if state in ("completed", "early_stopped", "stopped") else 1
 
 
-def _record_refusal(files: RunFiles, exc: Exception) -> None:
-    """A folder the launcher made for this trainer (status 'queued'; the trainer holds its lock)
-    records why it was refused, so the run shows as failed with the reason instead of as a
-    trainer that vanished."""
-    if (read_json(files.status) or {}).get("state") == "queued":
-        update_status(files, state="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}")
+def _record_refusal(files: RunFiles, exc: Exception, lock_fd: int | None) -> None:
+    """A folder made for this trainer (status 'queued') records why it was refused, so the run
+    shows as failed with the reason instead of as a trainer that vanished. Only under the run's
+    lock: the launcher's inherited descriptor, or the lock taken here when no other process holds
+    it (a trainer that owns the folder is never written over)."""
+    if (read_json(files.status) or {}).get("state") != "queued":
+        return
+    try:
+        lock = RunLock(files, lock_fd) if lock_fd is not None else RunLock(files).acquire()
+    except (RunFolderBusy, OSError):
+        return
+    try:
+        if (read_json(files.status) or {}).get("state") == "queued":
+            update_status(files, state="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}")
+    finally:
+        if lock_fd is None:
+            lock.release()
 
 
 def _requested_config(run_dir: Path) -> RunConfig:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from atft_core import system, train
-from atft_core.run_files import RunFiles, read_json, update_status
+from atft_core.run_files import RunFiles, RunLock, read_json, update_status
 from atft_core.runs import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,13 +75,35 @@ def test_the_exit_status_through_python_m(demo_dataset, tmp_path):
     assert not run_dir.exists()
 
 
-def test_a_launched_trainer_refused_by_the_dataset_records_why(demo_dataset, tmp_path, capsys):
-    """The launcher made the folder (status 'queued'); if the dataset changed since its pre-flight,
-    the trainer's refusal is the run's failure reason, not a vanished process."""
+@pytest.mark.parametrize("launched", [True, False], ids=["lock-inherited", "by-hand"])
+def test_a_queued_trainer_refused_by_the_dataset_records_why(demo_dataset, tmp_path, launched):
+    """The launcher made the folder (status 'queued') and hands its lock to the trainer; if the
+    dataset changed since its pre-flight, the trainer's refusal is the run's failure reason, not a
+    vanished process. A trainer started by hand on such a folder takes the lock itself first."""
     files = RunFiles(tmp_path / "launched")
     files.root.mkdir()
     update_status(files, state="queued", epoch=0)
-    assert train.main([f"--data.path={demo_dataset}", "--data.lookback=300", "--run-dir", str(files.root)]) == 2
+    lock = RunLock(files).acquire() if launched else None
+    lock_args = ["--lock-fd", str(lock.fd)] if lock else []
+    try:
+        assert train.main([f"--data.path={demo_dataset}", "--data.lookback=300", "--run-dir", str(files.root),
+                           *lock_args]) == 2
+    finally:
+        if lock:
+            lock.release()
     status = read_json(files.status)
     assert status["state"] == "failed" and "data.lookback=300" in status["error"]
-    assert sorted(p.name for p in files.root.iterdir()) == ["status.json"]
+    assert sorted(p.name for p in files.root.iterdir()) == [".trainer.lock", "status.json"]
+
+
+def test_a_refused_trainer_leaves_a_folder_another_trainer_holds_alone(demo_dataset, tmp_path):
+    """Without the lock (another process holds it) the refusal writes nothing into the folder."""
+    files = RunFiles(tmp_path / "held")
+    files.root.mkdir()
+    update_status(files, state="queued", epoch=0)
+    with RunLock(files).acquire():
+        child = subprocess.run([sys.executable, "-m", "atft_core.train", f"--data.path={demo_dataset}",
+                                "--data.lookback=300", "--run-dir", str(files.root)], cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+    assert child.returncode == 2 and "data.lookback=300" in child.stderr
+    assert read_json(files.status)["state"] == "queued"
