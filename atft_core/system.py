@@ -622,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="JSON config file to check")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--json", action="store_true")
-    args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
     try:
         overrides, rest = parse_overrides(extra)
         if rest:

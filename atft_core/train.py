@@ -745,8 +745,8 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     run_dir: Path | None = None
     try:
-        overrides, rest = parse_overrides(list(sys.argv[1:] if argv is None else argv))
-        args, unknown = _parser().parse_known_args(rest)
+        args, rest = _parser().parse_known_args(argv)   # argv None: argparse reads the command line
+        overrides, unknown = parse_overrides(rest)
         if unknown:
             raise ConfigError(f"unknown argument {unknown[0]!r}; settings are given as --section.name=value "
                               "(see --print-config for every setting)")

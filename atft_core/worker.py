@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rank", type=int, required=True)
     parser.add_argument("--world", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True, help="rank 0's pid: this process exits when it is gone")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     if not 0 < args.rank < args.world:
         print(f"error: --rank must be in 1..{args.world - 1}", file=sys.stderr)
         return 2
