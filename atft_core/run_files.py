@@ -28,10 +28,13 @@ from typing import Any
 
 import psutil
 
-RUN_STATES = ("queued", "running", "completed", "early_stopped", "stopped", "failed", "crashed", "broken")
+RUN_STATES = ("queued", "running", "completed", "early_stopped", "stopped", "pruned", "failed", "crashed", "broken")
 """`crashed` and `broken` are never written by a trainer: readers infer them (crashed: the process
-is gone without a final state; broken: status.json is unreadable and no process claims the run)."""
-FINAL_STATES = ("completed", "early_stopped", "stopped", "failed")
+is gone without a final state; broken: status.json is unreadable and no process claims the run).
+`pruned` is a sweep trial stopped because it could not beat the others (`atft_core.sweep`)."""
+FINAL_STATES = ("completed", "early_stopped", "stopped", "pruned", "failed")
+STOP_OUTCOMES = ("stopped", "pruned")
+"""What a stop request (`request_stop`) may end a run as."""
 DYING_HOLDER_WAIT_SECONDS = 10.0
 """How long taking a run's lock waits for a holder that is already dying to let go."""
 LOCK_FILE = ".trainer.lock"
@@ -90,6 +93,10 @@ class RunFiles:
     @property
     def lock(self) -> Path:
         return self.root / LOCK_FILE
+
+    @property
+    def stop_request(self) -> Path:
+        return self.root / "stop_request.json"
 
 
 class RunFolderBusy(RuntimeError):
@@ -237,6 +244,22 @@ def read_problem(path: Path) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         return f"cannot be read ({exc.strerror or exc})" if isinstance(exc, OSError) else f"is not text ({exc})"
     return "" if isinstance(value, dict) else f"holds a {type(value).__name__}, not an object"
+
+
+def request_stop(files: RunFiles, outcome: str, reason: str) -> None:
+    """Say how the trainer about to be stopped should end (`stop_outcome`): as `outcome` (one of
+    STOP_OUTCOMES), with `reason` as its error. Written before the trainer is signalled."""
+    if outcome not in STOP_OUTCOMES:
+        raise ValueError(f"a stop ends a run as one of {STOP_OUTCOMES}, got {outcome!r}")
+    write_json_atomic(files.stop_request, {"outcome": outcome, "reason": reason, "at": time.time()})
+
+
+def stop_outcome(files: RunFiles) -> tuple[str, str | None]:
+    """(final state, error) of a trainer that was stopped: what `request_stop` asked for, else
+    ('stopped', None)."""
+    request = read_json(files.stop_request) or {}
+    outcome = request.get("outcome") if request.get("outcome") in STOP_OUTCOMES else "stopped"
+    return outcome, (str(request["reason"]) if request.get("reason") else None)
 
 
 def update_status(files: RunFiles, **fields: Any) -> dict[str, Any]:

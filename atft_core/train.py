@@ -59,7 +59,7 @@ from atft_core.nn.fan import FanInputs, precompute_fan
 from atft_core.predictions import write_predictions
 from atft_core.plan import check_settings
 from atft_core.run_files import (MetricsWriter, RunFiles, RunFolderBusy, RunLock, StatusFile, describe_os_error,
-                                 read_json, update_status, write_json_atomic)
+                                 read_json, stop_outcome, update_status, write_json_atomic)
 from atft_core.step import EpochStats, TrainingFailed, TrainStep
 from atft_core.system import peak_memory, resolve_here
 
@@ -624,6 +624,7 @@ def run_training(requested: RunConfig, run_dir: str | Path, resume: bool = False
 
 def _train_locked(requested: RunConfig, files: RunFiles, resume: bool) -> str:
     files.checkpoints.mkdir(exist_ok=True)
+    files.stop_request.unlink(missing_ok=True)   # an earlier launch's: this one has not been asked to stop
     _setup_logging(files)
     status = StatusFile(files, requested.runtime.heartbeat_seconds)
     now = time.time()
@@ -659,8 +660,11 @@ def _train_locked(requested: RunConfig, files: RunFiles, resume: bool) -> str:
             if state != "stopped":
                 trainer.final_evaluation(metrics)
         status.training_stopped()
-        status.finish(state=state, ended=time.time(), epoch=trainer.progress.epoch)
-        log.info("run %s", state)
+        error = None
+        if state == "stopped":   # a sweep's pruner stops a run as 'pruned', saying why
+            state, error = stop_outcome(files)
+        status.finish(state=state, ended=time.time(), epoch=trainer.progress.epoch, error=error)
+        log.info("run %s%s", state, f": {error}" if error else "")
         return state
     except Exception as exc:  # the run's outcome is recorded, whatever went wrong
         error = describe_os_error(exc, files.root) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"

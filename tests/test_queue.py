@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -139,3 +140,41 @@ def test_queue_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert out.startswith("slots: 3 CPU slot(s), 1 thread(s) each; dispatcher: not running")
     assert cli.main([*base, "cancel", "nope"]) == 2
     assert "no queued or running job 'nope'" in capsys.readouterr().err
+
+
+def test_a_job_whose_owner_is_gone_has_its_run_stopped_saying_why(demo_dataset: Path, held_queue: Path) -> None:
+    runs_dir = held_queue
+    queue.set_slots(runs_dir, queue.Slots(cpu=1, threads=1))
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    record = {"pid": owner.pid, "proc_start_time": psutil.Process(owner.pid).create_time(), "what": "test worker"}
+    training, waiting = (queue.launch_run(tiny(demo_dataset, **{"train.phase_epochs": (20, 0, 0, 0)}), runs_dir,
+                                          force=True, owner=record) for _ in range(2))
+    dispatcher = queue.Dispatcher(runs_dir, Probes())
+
+    def until(predicate, what: str) -> None:
+        deadline = time.monotonic() + 180
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            dispatcher.step()
+            time.sleep(0.2)
+
+    until(lambda: runs.run_state(runs_dir, training).status == "running", "the first run to train")
+    owner.kill()
+    owner.wait()
+    until(lambda: not any(runs.run_state(runs_dir, r).live for r in (training, waiting)), "both runs to stop")
+    reason = f"its owner (test worker {owner.pid}) is gone"
+    assert (runs.run_state(runs_dir, training).status, runs.run_state(runs_dir, training).reason) == ("stopped", reason)
+    assert runs.run_state(runs_dir, waiting).reason == f"{reason}; stopped while queued"
+    assert read_json(RunFiles(runs_dir / training).run_info).get("pid") is not None
+    assert runs.run_state(runs_dir, waiting).pid is None        # never started
+    dispatcher.step()
+    assert {j.run_id: j.state for j in ended_jobs(runs_dir)} == {training: "stopped", waiting: "stopped"}
+
+
+def test_stop_as_pruned_with_a_reason(demo_dataset: Path, held_queue: Path) -> None:
+    run_id = queue.launch_run(tiny(demo_dataset), held_queue, force=True)
+    with pytest.raises(ValueError, match="outcome must be one of"):
+        launch.stop_run(held_queue, run_id, outcome="completed")
+    assert launch.stop_run(held_queue, run_id, outcome="pruned", reason="worse than the median") == "pruned"
+    summary = runs.run_state(held_queue, run_id)
+    assert (summary.status, summary.reason) == ("pruned", "worse than the median; stopped while queued")

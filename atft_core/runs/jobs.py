@@ -115,6 +115,9 @@ class Job:
     started: float | None = None
     ended: float | None = None
     host: str = ""
+    owner: dict[str, Any] | None = None
+    """The process a train job belongs to (a sweep worker: `atft_core.runs.queue.this_process`):
+    when it is gone, the dispatcher stops the job's run."""
 
     @property
     def live(self) -> bool:

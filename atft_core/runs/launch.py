@@ -2,7 +2,7 @@
 
     create_run(cfg, runs_dir, name="", tags=(), force=False, requested=None, ...) -> run_id
     start_trainer(runs_dir, run_id, resume=False, env=None) -> launch record
-    stop_run(runs_dir, run_id, grace_seconds=DEFAULT_STOP_GRACE_SECONDS) -> final state
+    stop_run(runs_dir, run_id, grace_seconds=..., outcome="stopped", reason="") -> final state
     delete_run(runs_dir, run_id) -> None
     rename_run(runs_dir, run_id, name) -> name
     tag_run(runs_dir, run_id, tag, remove=False) -> tags
@@ -37,7 +37,8 @@ import psutil
 
 from atft_core.config import RunConfig
 from atft_core.paths import check_tag, clean_text, resolve_within, run_path, slugify
-from atft_core.run_files import FINAL_STATES, RunFiles, RunFolderBusy, RunLock, read_json, update_status, write_json_atomic
+from atft_core.run_files import (FINAL_STATES, STOP_OUTCOMES, RunFiles, RunFolderBusy, RunLock, read_json,
+                                 request_stop, update_status, write_json_atomic)
 from atft_core.runs.store import (DEFAULT_RUNS_DIR, LAUNCH_CONFIG, RunError, drop_compacted, process_alive,
                                   run_folder, run_state)
 from atft_core.system import preflight, verdict
@@ -217,6 +218,7 @@ def _record_launch(files: RunFiles, launch: dict[str, Any]) -> None:
 def prepare_resume(files: RunFiles) -> None:
     """Make an ended run queued again, to be resumed from last.pt (the caller holds its lock)."""
     drop_compacted(files)
+    files.stop_request.unlink(missing_ok=True)
     update_info(files, pid=None, proc_start_time=None)
     update_status(files, state="queued", pid=None, error=None, ended=None, phase_name="")
 
@@ -246,32 +248,45 @@ def _wait_gone(pid: int, timeout: float) -> bool:
         return True
 
 
-def stop_run(runs_dir: Path | str, run_id: str, grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS) -> str:
+def stop_run(runs_dir: Path | str, run_id: str, grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS, *,
+             outcome: str = "stopped", reason: str = "") -> str:
     """Stop a live run: a queued one at once, a training one with SIGTERM to its process group
     and SIGKILL after `grace_seconds`.
 
-    Returns the run's state afterwards (``stopped`` unless it had already ended another way).
+    `outcome` 'pruned' ends it as a pruned sweep trial instead of 'stopped'; `reason` (why it was
+    stopped) goes to its status as the error the Run page shows. Returns the run's state
+    afterwards (the outcome, unless it had already ended another way).
     """
+    if outcome not in STOP_OUTCOMES:
+        raise ValueError(f"stop_run: outcome must be one of {STOP_OUTCOMES}, got {outcome!r}")
     files = run_folder(runs_dir, run_id)
     if not run_state(runs_dir, run_id).live:
         return run_state(runs_dir, run_id).status
-    pid, start = _trainer_process(files)
+    pid = _trainer_process(files, outcome, reason)
     if pid is None:
         return run_state(runs_dir, run_id).status
+    if outcome != "stopped" or reason:
+        request_stop(files, outcome, reason)   # the trainer ends with it: no moment without the reason
     _signal_group(pid, signal.SIGTERM)
     if not _wait_gone(pid, grace_seconds):
         _signal_group(pid, signal.SIGKILL)
         _wait_gone(pid, KILL_WAIT_SECONDS)
-        update_status(files, state="stopped", ended=time.time(),
-                      error=f"did not stop within {grace_seconds:g} s of SIGTERM; killed")
+        _mark_stopped(files, outcome, reason, f"did not stop within {grace_seconds:g} s of SIGTERM; killed")
     status = read_json(files.status) or {}
     if status.get("state") not in FINAL_STATES:
-        update_status(files, state="stopped", ended=time.time(), error="exited on SIGTERM without a final status")
+        _mark_stopped(files, outcome, reason, "exited on SIGTERM without a final status")
+    elif status.get("state") == "stopped" and (outcome != "stopped" or reason) and not status.get("error"):
+        _mark_stopped(files, outcome, reason, "")   # it stopped before it could read the request
     return run_state(runs_dir, run_id).status
 
 
-def _trainer_process(files: RunFiles) -> tuple[int | None, float | None]:
-    """The live trainer of a live run; None when there is none, after marking the run stopped.
+def _mark_stopped(files: RunFiles, outcome: str, reason: str, note: str) -> None:
+    update_status(files, state=outcome, ended=time.time(), error="; ".join(e for e in (reason, note) if e) or None)
+
+
+def _trainer_process(files: RunFiles, outcome: str, reason: str) -> int | None:
+    """The pid of the live trainer of a live run; None when there is none, after marking the run
+    as `outcome` (with `reason`).
 
     Without a trainer the run's lock is free: taking it shuts out a dispatcher that would start
     one, while the run is marked stopped. A trainer being started right now holds the lock; its
@@ -282,13 +297,12 @@ def _trainer_process(files: RunFiles) -> tuple[int | None, float | None]:
         info = read_json(files.run_info) or {}
         pid, start = info.get("pid"), info.get("proc_start_time")
         if pid is not None and process_alive(pid, start):
-            return pid, start
+            return pid
         try:
             with RunLock(files).acquire():
                 if (read_json(files.status) or {}).get("state") not in FINAL_STATES:
-                    note = "stopped while queued" if pid is None else "process was already gone"
-                    update_status(files, state="stopped", ended=time.time(), error=note)
-                return None, None
+                    _mark_stopped(files, outcome, reason, "stopped while queued" if pid is None else "process was already gone")
+                return None
         except RunFolderBusy:
             if time.time() > deadline:
                 raise RunError(f"run {files.root.name} is being started by another process; try again") from None

@@ -37,6 +37,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +48,8 @@ import psutil
 
 from atft_core.config import ConfigError, RunConfig
 from atft_core.paths import slugify
-from atft_core.run_files import FINAL_STATES, RunFiles, RunFolderBusy, RunLock, read_json, write_json_atomic
+from atft_core.run_files import (FINAL_STATES, STOP_OUTCOMES, RunFiles, RunFolderBusy, RunLock, read_json,
+                                 write_json_atomic)
 from atft_core.runs import launch
 from atft_core.runs.jobs import (ENDED_JOB_STATES, Job, QueuePaths, dispatcher_info, ended_jobs, host_name,
                                  list_jobs, queue_paths)
@@ -169,7 +171,8 @@ def _place(cfg: RunConfig, slots: Slots, cpu_count: int) -> RunConfig:
 def launch_run(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, name: str = "", tags: Iterable[str] = (),
                force: bool = False, requested: dict | None = None, *, run_id: str | None = None,
                info: Mapping[str, Any] | None = None, after: Sequence[str] = (), probes: Probes | None = None,
-               data_roots: Sequence[Path | str] | None = None, preflight_runs: int = 1) -> str:
+               data_roots: Sequence[Path | str] | None = None, preflight_runs: int = 1,
+               owner: Mapping[str, Any] | None = None) -> str:
     """Queue a new run of `cfg` and return its id; the dispatcher starts it on a free slot.
 
     Refuses (LaunchError / UnsafePathError / ConfigError, nothing written) what the pre-flight
@@ -177,7 +180,9 @@ def launch_run(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, name: st
     run_id that exists, and settings no slot can give. `requested`: the config as the user gave it
     (partial dict, kept in run.json with `info`'s fields). `after`: job ids to wait for first.
     `preflight_runs` > 1 checks disk for that many runs (a seed group); 0 skips the check (a
-    group's later runs, checked with the first).
+    group's later runs, checked with the first). `owner` (`this_process`): the process the run
+    belongs to; the dispatcher stops the run when that process is gone (a sweep worker killed
+    mid-trial must not leave its trial training).
     """
     probes = probes or Probes()
     runs_dir = Path(runs_dir)
@@ -189,7 +194,7 @@ def launch_run(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, name: st
     run_id = launch.create_run(cfg, runs_dir, name, tags, requested, data_roots=data_roots, run_id=run_id, info=info)
     job = Job(id=_job_id("train", run_id), kind="train", created=time.time(), run_id=run_id, after=list(after),
               name=name, need_ram=need.ram_bytes, need_gpu=need.gpu_bytes, need_source=need.source,
-              width=cfg.runtime.devices, host=host_name())
+              width=cfg.runtime.devices, host=host_name(), owner=dict(owner) if owner else None)
     try:
         _submit(runs_dir, job)
     except BaseException as exc:  # a run without its job would wait for nothing: take it back
@@ -199,6 +204,12 @@ def launch_run(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, name: st
             raise launch.LaunchError(f"could not queue run {run_id}: {exc}") from exc
         raise
     return run_id
+
+
+def this_process(what: str) -> dict[str, Any]:
+    """This process as a job's `owner`: pid and start time (which tell it from a later process
+    with the same pid) and what it is, for the stopped run's reason."""
+    return {"pid": os.getpid(), "proc_start_time": psutil.Process().create_time(), "what": what}
 
 
 def resume_run(runs_dir: Path | str, run_id: str, probes: Probes | None = None) -> None:
@@ -406,19 +417,23 @@ class Dispatcher:
         self.paths = queue_paths(runs_dir)
         self.probes = probes
         self.default_slots = default_slots(probes)   # probed once: NVML is slow to ask every step
+        self._orphans: dict[str, threading.Thread] = {}
 
     def step(self) -> bool:
         """Update every job once; True while any job is queued or running."""
         jobs = list_jobs(self.runs_dir, host_name())
         by_id = {j.id: j for j in jobs}
         for job in jobs:
+            if job.owner and job.kind == "train" and not process_alive(job.owner.get("pid"),
+                                                                       job.owner.get("proc_start_time")):
+                self._stop_orphan(job)
             if job.state == "running":
                 self._check_running(job)
             elif job.state == "queued" and self._ended_while_queued(job):
                 continue
         slots = read_slots(self.runs_dir, default=self.default_slots)
         head: Job | None = None     # the first ready run that could not start: the ones after it wait
-        for job in [j for j in jobs if j.state == "queued"]:
+        for job in [j for j in jobs if j.state == "queued" and j.id not in self._orphans]:
             waiting = self._waiting_for_jobs(job, by_id)
             if waiting:
                 self._set(job, reason=waiting)
@@ -443,10 +458,24 @@ class Dispatcher:
             return
         if summary.live:
             return
-        state = "done" if summary.status in FINISHED else "stopped" if summary.status == "stopped" else "failed"
+        state = "done" if summary.status in FINISHED else "stopped" if summary.status in STOP_OUTCOMES else "failed"
         self._set(job, state=state, reason=summary.status + (f": {summary.reason}" if summary.reason else ""),
                   ended=time.time())
         _say(f"{job.id}: {summary.status}")
+
+    def _stop_orphan(self, job: Job) -> None:
+        """Stop the run of a job whose owner is gone, in a thread of its own (a trainer may take
+        up to its stop grace to save and exit; the queue goes on meanwhile). Its end is then seen
+        like any other."""
+        if job.id in self._orphans:
+            return
+        owner = job.owner or {}
+        reason = f"its owner ({owner.get('what') or 'process'} {owner.get('pid')}) is gone"
+        _say(f"{job.id}: {reason}; stopping run {job.run_id}")
+        thread = threading.Thread(target=_stop_quietly, args=(self.runs_dir, job.run_id, reason),
+                                  name=f"orphan-{job.run_id}", daemon=True)
+        self._orphans[job.id] = thread
+        thread.start()
 
     def _ended_while_queued(self, job: Job) -> bool:
         """A queued job whose run was stopped (or deleted), or whose step was cancelled, is closed."""
@@ -580,6 +609,13 @@ def _pick_slots(free: list[tuple[str, int | None]], width: int) -> list[tuple[st
         if len(taken) == width:
             return taken
     return None
+
+
+def _stop_quietly(runs_dir: Path, run_id: str | None, reason: str) -> None:
+    try:
+        launch.stop_run(runs_dir, run_id, reason=reason)
+    except (RunError, OSError) as exc:   # deleted meanwhile, or a disk error: the next look says so
+        _say(f"could not stop run {run_id}: {exc}")
 
 
 def _status_of(runs_dir: Path, run_id: str) -> str | None:
