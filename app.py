@@ -34,6 +34,7 @@ page = st.navigation([
     st.Page("app_pages/new_run.py", title="New run", icon=":material/rocket_launch:", default=True),
     st.Page("app_pages/run.py", title="Run", icon=":material/monitoring:"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("app_pages/sweep.py", title="Sweep", icon=":material/tune:"),
     st.Page("app_pages/predict.py", title="Predict", icon=":material/format_list_numbered:"),
     st.Page("app_pages/data.py", title="Data", icon=":material/database:"),
     st.Page("app_pages/system.py", title="System", icon=":material/memory:"),

@@ -1,7 +1,8 @@
 """Compare: several metrics of several runs as a grid (live while one trains), best/final table
 with a column per run, config diff, CSV export, the paired difference of daily RankIC against a
 reference run (interval and t), the runs side by side after trading costs, and combining the
-chosen runs into an ensemble run."""
+chosen runs into an ensemble run. `?runs=a,b,...` chooses those runs first (the Sweep page's
+"Compare the best K")."""
 
 import streamlit as st
 
@@ -27,8 +28,9 @@ text = cols[3].text_input("Search id / name / tag")
 shown = logic.filter_runs(all_runs, statuses=statuses, tags=tags, datasets=datasets, text=text)
 names_by_id = logic.run_labels(all_runs)
 status_by_id = {r["id"]: r["status"] for r in all_runs}
+asked = [rid for rid in st.query_params.get("runs", "").split(",") if rid in {r["id"] for r in shown}]
 chosen = st.multiselect("Runs (finished ones are chosen first)", [r["id"] for r in shown],
-                        default=logic.default_compared(shown), key="compare_runs",
+                        default=asked or logic.default_compared(shown), key="compare_runs",
                         format_func=lambda rid: f"{names_by_id[rid]} · {status_by_id[rid]} · {rid}")
 if not chosen:
     st.info("Choose at least one run.")

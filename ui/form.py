@@ -42,6 +42,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 KEY_PREFIX = "cfg."
 FORM_STORE = "new_run_form"
 """Session-state key of the form's kept values ({widget key: value})."""
+FORM_PAGE = "new_run_form_page"
+"""Session-state key of the page that drew the form last."""
 RUN_FIELDS = {"run_name": "", "run_tags": "", "run_seeds": 1}
 """The New run page's own widgets (name, tags, seeds) and their defaults, kept with the config
 fields (the page draws them without a value of their own: it is in session state)."""
@@ -90,10 +92,18 @@ def _fit_dataset(value: Any, datasets: list[str]) -> Any:
     return by_name.get(Path(str(value)).name, value)
 
 
-def restore(datasets: list[str]) -> None:
-    """Put the kept values (or the defaults) into session state before the widgets are drawn."""
+def restore(datasets: list[str], page: str = "new_run") -> None:
+    """Put the kept values (or the defaults) into session state before the widgets are drawn.
+
+    `page`: the page drawing the form (New run, or Sweep for a study's base config). Widget state
+    belongs to the page that drew the widget: on another page the same key would come back empty,
+    so the first run on a page puts every value back from the kept ones."""
     hints = {f"{s}.{n}": t for s, cls in SECTIONS.items() for n, t in field_types(cls).items()}
     kept = st.session_state.setdefault(FORM_STORE, {})
+    if st.session_state.get(FORM_PAGE) != page:
+        for wkey in [k for k in st.session_state if str(k).startswith(KEY_PREFIX) or k in RUN_FIELDS]:
+            del st.session_state[wkey]
+        st.session_state[FORM_PAGE] = page
     for key, default in _defaults().items():
         wkey = KEY_PREFIX + key
         if wkey in st.session_state:

@@ -16,6 +16,7 @@ import streamlit as st
 from atft_core import costs, evaluation, runs
 from atft_core.run_files import RunFiles
 from atft_core.runs.jobs import Job, ended_jobs, list_jobs
+from atft_core.sweep import trials as sweep_trials
 
 CACHE_ENTRIES = 64
 
@@ -175,3 +176,13 @@ def machine_history():
     from atft_core.monitor import MachineHistory
 
     return MachineHistory().start()
+
+
+@st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=False)
+def _importances(name: str, url: str, complete: int) -> dict[str, float] | None:
+    return sweep_trials.importances(name, url)
+
+
+def importances(view: sweep_trials.StudyView, url: str) -> dict[str, float] | None:
+    """A study's parameter importances, computed again only when another trial completes."""
+    return _importances(view.name, url, view.counts["complete"])

@@ -215,9 +215,10 @@ def default_compared(runs: list[dict[str, Any]]) -> list[str]:
     return [r["id"] for r in runs if r.get("status") in FINISHED_STATES][:DEFAULT_COMPARED]
 
 
-RESUMABLE_STATES = ("stopped", "failed", "crashed")
+RESUMABLE_STATES = ("stopped", "pruned", "failed", "crashed")
 """States a run can be resumed from (with a checkpoints/last.pt); a completed or early-stopped
-run has nothing left to train."""
+run has nothing left to train. (A pruned sweep trial resumed trains on as an ordinary run; its
+trial stays pruned.)"""
 
 
 def run_actions(status: str, has_last_checkpoint: bool, trains: bool = True) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from atft_core.paths import UnsafePathError, check_run_id
 from atft_core.run_files import RunFiles, read_json
 from atft_core.runs import ENSEMBLE_KIND, launch, queue
 
-from . import charts
+from . import charts, state
 from .logic import (chart_rules, eta_seconds, format_seconds, queued_note, requested_vs_effective, run_actions,
                     run_labels)
 
@@ -103,6 +103,9 @@ def status(summary: runs.RunSummary) -> None:
                    help="time spent training (every launch of the run together) / time left, estimated from "
                         "the current step rate")
     st.progress(progress_fraction(summary), text=progress_text(summary))
+    if summary.sweep:
+        st.page_link(state.SWEEP_PAGE, label=f"Trial {summary.sweep.get('trial')} of sweep {summary.sweep.get('study')}",
+                     query_params={"study": str(summary.sweep.get("study"))}, icon=":material/tune:")
     if summary.reason:
         (st.error if summary.status in ("failed", "crashed") else st.info)(summary.reason)
     elif summary.status == "queued":

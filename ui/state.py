@@ -16,6 +16,7 @@ import streamlit as st
 
 RUN_PAGE = "app_pages/run.py"
 NEW_RUN_PAGE = "app_pages/new_run.py"
+SWEEP_PAGE = "app_pages/sweep.py"
 
 
 def init(data_dir: str | Path, runs_dir: str | Path) -> None:

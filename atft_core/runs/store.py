@@ -161,6 +161,8 @@ class RunSummary:
     active_seconds: float | None = None
     """Time spent training, summed over every launch (status.json `active_seconds`)."""
     pid: int | None = None
+    sweep: dict[str, Any] | None = None
+    """A sweep trial's study and trial number (run.json "sweep": study, trial, slot, params)."""
 
     @property
     def live(self) -> bool:
@@ -288,7 +290,7 @@ def _summary(files: RunFiles, now: float, queue: _Queue) -> RunSummary:
         eta_seconds=progress.eta_seconds, created=info.get("created"), started=started,
         updated=status.get("updated"), ended=status.get("ended"),
         duration=(float(end) - float(started)) if started and end else None,
-        active_seconds=status.get("active_seconds"), pid=info.get("pid") or status.get("pid"),
+        active_seconds=status.get("active_seconds"), pid=info.get("pid") or status.get("pid"), sweep=info.get("sweep"),
     )
 
 

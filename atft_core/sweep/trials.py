@@ -2,7 +2,7 @@
 
     list_studies(url) -> [StudyBrief]           # every study in a storage
     read_study(name, url) -> StudyView          # spec + one TrialRow per trial + counts
-    importances(name, url) -> {field: share}    # Optuna's importance evaluator (fANOVA)
+    importances(name, url) -> {field: share}    # Optuna's default importance evaluator (PED-ANOVA)
 
 Nothing here launches, stops or changes anything (`atft_core.sweep.study` and `.worker` do); the
 app's Sweep page watches studies through this module.
@@ -205,9 +205,10 @@ def list_studies(url: str) -> list[StudyBrief]:
 
 
 def importances(name: str, url: str) -> dict[str, float] | None:
-    """Each searched field's share of the value's variance among finished trials (Optuna's
-    default importance evaluator, fANOVA); None with fewer than MIN_TRIALS_FOR_IMPORTANCE of them
-    or nothing that varies."""
+    """Each searched field's importance for the value among the complete trials, as shares that sum
+    to 1 (`optuna.importance.get_param_importances` with Optuna's default evaluator, PED-ANOVA: how
+    differently a field is distributed among the best trials than among all); None with fewer than
+    MIN_TRIALS_FOR_IMPORTANCE complete trials or nothing that varies."""
     import optuna
 
     study = load(name, url)
@@ -215,9 +216,10 @@ def importances(name: str, url: str) -> dict[str, float] | None:
     if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
         return None
     try:
-        return dict(optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))
+        found = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError):   # e.g. every trial has the same settings
         return None
+    return {k: float(v) for k, v in found.items()} or None
 
 
 def workers_dir(runs_dir: Path | str) -> Path:
