@@ -25,6 +25,7 @@ from typing import Any
 from atft_core.config import ConfigError, load_config_file, merge_overrides, parse_overrides
 from atft_core.paths import UnsafePathError
 from atft_core.runs.store import DEFAULT_RUNS_DIR, RunError
+from atft_core.sweep.confirm import BASELINE_KINDS
 from atft_core.sweep.spec import DEFAULT_METRIC, DIRECTIONS, PRUNERS, SAMPLERS, StudySpec
 from atft_core.sweep.space import Param, parse_param
 from atft_core.sweep.storage import SweepError, default_url, redact
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("--top", type=int, default=3, help="how many of the best settings")
     s.add_argument("--seeds", type=int, default=3, help="seeds per setting")
+    s.add_argument("--baselines", default=",".join(BASELINE_KINDS), help="model.kind of the baselines, comma-separated")
     s.add_argument("--test", action="store_true", help="also report the test split (labelled TEST)")
     s.add_argument("--json", action="store_true")
     _storage_option(s)
@@ -214,7 +216,8 @@ def _run_command(args: argparse.Namespace, extra: list[str]) -> int:
     elif args.command == "confirm":
         from atft_core.sweep.confirm import confirm_best, format_confirmation
 
-        result = confirm_best(args.name, url, args.runs_dir, top=args.top, seeds=args.seeds, test=args.test,
+        result = confirm_best(args.name, url, args.runs_dir, top=args.top, seeds=args.seeds,
+                              baselines=[k.strip() for k in args.baselines.split(",") if k.strip()], test=args.test,
                               say=lambda m: print(m, file=sys.stderr, flush=True))
         print(json.dumps(result.to_dict(), indent=2) if args.json else format_confirmation(result))
     return 0

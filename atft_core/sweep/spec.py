@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from atft_core.config import ConfigError, RunConfig, parse_field
 from atft_core.metrics import SUMMARY_KEYS
 from atft_core.sweep.space import Param, check_space
 
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,47}")
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,23}")
+"""At most 24 characters: the tags sweep-<name> and confirm-<name> must stay within a tag's 32."""
 DEFAULT_METRIC = "val/rank_ic_1d"
 DIRECTIONS = ("maximize", "minimize")
 PRUNERS = ("median", "percentile", "none")
@@ -70,7 +71,7 @@ class StudySpec:
     """How often a trial whose worker died is run again (with the same settings)."""
     force: bool = False
     """Launch trials despite pre-flight warnings (never failures)."""
-    note: str = field(default="", compare=False)
+    note: str = ""
     """Free text shown with the study."""
 
     def __post_init__(self) -> None:
@@ -103,7 +104,7 @@ class StudySpec:
 def check_spec(spec: StudySpec) -> None:
     """ConfigError (naming the setting) for anything that would make a study that cannot run."""
     if not isinstance(spec.name, str) or not STUDY_NAME.fullmatch(spec.name):
-        raise ConfigError(f"study name {spec.name!r}: 1-48 letters, digits, '_', '-', '.' (starting with a letter "
+        raise ConfigError(f"study name {spec.name!r}: 1-24 letters, digits, '_', '-', '.' (starting with a letter "
                           "or digit)")
     for name, low, high in (("n_trials", 1, MAX_TRIALS), ("parallel", 1, 64), ("pruner_startup_trials", 0, MAX_TRIALS),
                             ("pruner_warmup_epochs", 0, 10_000), ("heartbeat_seconds", 1, 3600),
