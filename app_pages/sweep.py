@@ -19,7 +19,7 @@ st.title("Sweep")
 runs_dir = state.runs_dir()
 url = sweep_view.storage_url(runs_dir)
 try:
-    names = [s.name for s in trials.list_studies(url)]
+    names = trials.study_names(url)
 except (SweepError, ConfigError) as exc:
     st.error(str(exc))
     st.stop()

@@ -1,6 +1,7 @@
 """Read side of the sweeps: a study's spec, its trials (state, settings, value, run) and progress.
 
     list_studies(url) -> [StudyBrief]           # every study in a storage
+    study_names(url) -> [name]                  # the same, names only (nothing read of the trials)
     read_study(name, url) -> StudyView          # spec + one TrialRow per trial + counts
     importances(name, url) -> {field: share}    # Optuna's default importance evaluator (PED-ANOVA)
 
@@ -184,6 +185,17 @@ def slot_of(trial: "optuna.trial.FrozenTrial") -> int:
 
 def _seconds(when: dt.datetime | None) -> float | None:
     return when.timestamp() if when is not None else None
+
+
+def study_names(url: str) -> list[str]:
+    """The names of the studies made by this module in the storage (none when a SQLite file does
+    not exist yet), without reading their trials."""
+    import optuna
+
+    if not storage_exists(url):
+        return []
+    summaries = optuna.get_all_study_summaries(open_storage(url), include_best_trial=False)
+    return [s.study_name for s in summaries if SPEC_ATTR in s.user_attrs]
 
 
 def list_studies(url: str) -> list[StudyBrief]:
