@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import signal
 import sys
 import time
 from pathlib import Path
@@ -178,3 +179,29 @@ def test_stop_as_pruned_with_a_reason(demo_dataset: Path, held_queue: Path) -> N
     assert launch.stop_run(held_queue, run_id, outcome="pruned", reason="worse than the median") == "pruned"
     summary = runs.run_state(held_queue, run_id)
     assert (summary.status, summary.reason) == ("pruned", "worse than the median; stopped while queued")
+
+
+def test_a_run_resumed_before_the_dispatcher_saw_its_crash_starts_again(demo_dataset: Path, held_queue: Path) -> None:
+    runs_dir = held_queue
+    queue.set_slots(runs_dir, queue.Slots(cpu=1, threads=1))
+    run_id = queue.launch_run(tiny(demo_dataset, **{"train.phase_epochs": (20, 0, 0, 0)}), runs_dir, force=True)
+    dispatcher = queue.Dispatcher(runs_dir, Probes())
+    dispatcher.step()
+    files = RunFiles(runs_dir / run_id)
+    deadline = time.monotonic() + 180
+    while not files.last_checkpoint.exists():
+        assert time.monotonic() < deadline, "no last.pt"
+        time.sleep(0.2)
+    [old] = list_jobs(runs_dir)
+    os.kill(old.pid, signal.SIGKILL)
+    while runs.run_state(runs_dir, run_id).status != "crashed":
+        assert time.monotonic() < deadline, "not crashed"
+        time.sleep(0.1)
+    queue.resume_run(runs_dir, run_id)   # before the dispatcher has looked again
+    dispatcher.step()
+    try:
+        assert [(j.id, j.state) for j in ended_jobs(runs_dir)] == [(old.id, "failed")]
+        [new] = list_jobs(runs_dir)
+        assert new.state == "running" and new.pid != old.pid
+    finally:
+        launch.stop_run(runs_dir, run_id, grace_seconds=30)

@@ -456,7 +456,11 @@ class Dispatcher:
         except RunError:
             self._set(job, state="failed", reason=f"run {job.run_id} was deleted", ended=time.time())
             return
-        if summary.live:
+        if summary.live and (summary.pid == job.pid or process_alive(job.pid)):
+            return
+        if summary.live:   # its trainer died and the run was queued again (resumed) before this look
+            self._set(job, state="failed", reason=f"crashed: trainer {job.pid} is gone; the run is queued again",
+                      ended=time.time())
             return
         state = "done" if summary.status in FINISHED else "stopped" if summary.status in STOP_OUTCOMES else "failed"
         self._set(job, state=state, reason=summary.status + (f": {summary.reason}" if summary.reason else ""),
