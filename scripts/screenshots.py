@@ -1,8 +1,9 @@
 """Screenshot every dashboard page into docs/screenshots/*.png.
 
-    python scripts/screenshots.py [--out docs/screenshots]
+    python scripts/screenshots.py [--out docs/screenshots] [--only sweep,run]
 
-Makes a small demo dataset and two tiny finished runs in a temporary folder, serves the app on
+Makes a small demo dataset, two tiny finished runs and a finished 8-trial sweep of tiny trials in
+a temporary folder, serves the app on
 a free 127.0.0.1 port and drives Debian's Chromium (/usr/bin/chromium) through Playwright's
 sync API: the same setup as tests/test_browser.py, which imports the helpers below.
 """
@@ -28,13 +29,15 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SERVER_START_S = 30
 RUN_TIMEOUT_S = 120
 VIEWPORT = {"width": 1280, "height": 900}
+TALL_VIEWPORT = {"width": 1280, "height": 1900}
 DEMO = {"n_stocks": 40, "n_days": 260, "seed": 0}
 TINY = {"data": {"lookback": 5, "horizons": [1, 5]},
         "model": {"hidden_size": 8, "gat_heads": 2, "encoder_heads": 2, "fan_top_k": 2},
         "train": {"phase_epochs": [1, 1, 0, 0]}}
 """A run that trains in seconds on the DEMO market (the browser test types the same values)."""
 PAGES = {"new_run": "Pre-flight checks", "run": "Evaluation of the best checkpoint", "compare": "Settings that differ",
-         "predict": "Download the ranking (CSV)", "data": "Generate a synthetic demo dataset", "system": "Running runs"}
+         "predict": "Download the ranking (CSV)", "data": "Generate a synthetic demo dataset", "system": "Running runs",
+         "sweep": "Parameter importances"}
 """Page url path -> a text drawn last on that page (the screenshot waits for it)."""
 
 
@@ -86,6 +89,18 @@ def fill(page, label: str, value: str) -> None:
     settle(page)
 
 
+def fill_tiny(page) -> None:
+    """Type TINY's settings into the config form (New run, or the Sweep page's base config)."""
+    fill(page, "model.hidden_size", "8")
+    fill(page, "train.phase_epochs", "1, 1, 0, 0")
+    fill(page, "data.horizons", "1, 5")
+    page.get_by_text("Advanced", exact=True).click()
+    fill(page, "data.lookback", "5")
+    fill(page, "model.gat_heads", "2")
+    fill(page, "model.encoder_heads", "2")
+    fill(page, "model.fan_top_k", "2")
+
+
 def make_demo_data(data: Path) -> Path:
     from atft_core.config import RunConfig
     from atft_core.data.demo import make_demo
@@ -116,10 +131,24 @@ def wait_finished(runs: Path, run_ids: list[str], timeout: float = RUN_TIMEOUT_S
     raise TimeoutError(f"runs {run_ids} still live after {timeout} s")
 
 
+def demo_sweep(dataset: Path, runs: Path) -> None:
+    """An 8-trial study of tiny trials (learning rate and hidden size searched), run to its end by
+    one worker on two CPU slots, as `python -m atft_core.sweep` does it."""
+    base = [f"--data.path={dataset}", "--data.lookback=5", "--data.horizons=1,5", "--model.fan_top_k=2",
+            "--model.gat_heads=2", "--model.encoder_heads=2", "--train.phase_epochs=1,1,0,0", "--train.mode=optimized"]
+    sweep = [sys.executable, "-m", "atft_core.sweep", "--runs-dir", str(runs)]
+    subprocess.run([*sweep, "create", "demo", *base, "--param", "train.lr=1e-4..1e-1:log", "--param",
+                    "model.hidden_size=8|16|32", "--trials", "8", "--parallel", "2", "--pruner", "none"],
+                   cwd=REPO, check=True, capture_output=True)
+    subprocess.run([*sweep, "run", "demo", "--slots", "2", "--threads", "1"], cwd=REPO, check=True, capture_output=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
+    parser.add_argument("--only", default=",".join(PAGES), help="comma-separated pages (default: all)")
     args = parser.parse_args(argv)
+    pages = {p: PAGES[p] for p in args.only.split(",")}
     from playwright.sync_api import sync_playwright
 
     out = Path(args.out)
@@ -129,14 +158,18 @@ def main(argv: list[str] | None = None) -> int:
         dataset = make_demo_data(data)
         ids = [launch_tiny(dataset, runs, "hidden-8", 8), launch_tiny(dataset, runs, "hidden-16", 16)]
         wait_finished(runs, ids)
+        if "sweep" in pages:
+            demo_sweep(dataset, runs)
         proc = start_server(data, runs, port := free_port(), Path(tmp) / "server.log")
         try:
             with sync_playwright() as pw:
                 browser = launch_browser(pw)
                 page = browser.new_page(viewport=VIEWPORT)
-                for path, last_text in PAGES.items():
+                for path, last_text in pages.items():
                     route = "" if path == "new_run" else path  # the default page lives at /
-                    page.goto(f"http://127.0.0.1:{port}/{route}?run={ids[0]}")
+                    # Streamlit scrolls inside the page: a taller window shows the Sweep page's charts.
+                    page.set_viewport_size(TALL_VIEWPORT if path == "sweep" else VIEWPORT)
+                    page.goto(f"http://127.0.0.1:{port}/{route}?run={ids[0]}&study=demo")
                     page.get_by_text(last_text, exact=True).first.wait_for(timeout=60_000)
                     settle(page)
                     page.wait_for_timeout(1500)  # let Vega draw

@@ -17,8 +17,8 @@ import pytest
 
 from atft_core.runs.launch import stop_run
 
-from scripts.screenshots import (CHROMIUM, REPO, RUN_TIMEOUT_S, TINY, fill, free_port, launch_browser, launch_tiny,
-                                 make_demo_data, settle, start_server, stop_server)
+from scripts.screenshots import (CHROMIUM, REPO, RUN_TIMEOUT_S, TINY, fill, fill_tiny, free_port, launch_browser,
+                                 launch_tiny, make_demo_data, settle, start_server, stop_server)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
@@ -49,14 +49,7 @@ def test_launch_follow_and_compare_in_a_real_browser(server):
         page.goto(url)
         page.get_by_role("heading", name="New run").wait_for(timeout=30_000)
         fill(page, "Run name", "browser")
-        fill(page, "model.hidden_size", "8")
-        fill(page, "train.phase_epochs", "1, 1, 0, 0")
-        fill(page, "data.horizons", "1, 5")
-        page.get_by_text("Advanced", exact=True).click()
-        fill(page, "data.lookback", "5")
-        fill(page, "model.gat_heads", "2")
-        fill(page, "model.encoder_heads", "2")
-        fill(page, "model.fan_top_k", "2")
+        fill_tiny(page)
         confirm = page.get_by_text("I have read the warnings; launch anyway")
         if confirm.count():
             confirm.click()

@@ -11,7 +11,8 @@ import pytest
 
 from atft_core.sweep.storage import default_url
 from atft_core.sweep.trials import live_workers, read_study
-from scripts.screenshots import CHROMIUM, fill, free_port, launch_browser, make_demo_data, settle, start_server, stop_server
+from scripts.screenshots import (CHROMIUM, fill, fill_tiny, free_port, launch_browser, make_demo_data, settle,
+                                 start_server, stop_server)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
@@ -36,15 +37,10 @@ def test_a_three_trial_sweep_in_a_real_browser(server):
         page.goto(f"{url}/sweep")
         page.get_by_role("heading", name="Sweep").wait_for(timeout=30_000)
         page.get_by_text("Base config", exact=True).wait_for(timeout=30_000)   # no study yet: the page defines one
-        fill(page, "model.hidden_size", "8")
-        fill(page, "train.phase_epochs", "1, 1, 0, 0")
-        fill(page, "data.horizons", "1, 5")
         page.get_by_role("combobox", name="train.mode").click()   # eight days a step: seconds an epoch
         page.get_by_role("option", name="optimized", exact=True).click()
         settle(page)
-        page.get_by_text("Advanced", exact=True).click()
-        fill(page, "data.lookback", "5")
-        fill(page, "model.fan_top_k", "2")
+        fill_tiny(page)
         fields = page.get_by_role("combobox", name="Fields to search")
         fields.click()
         fields.fill("train.lr")

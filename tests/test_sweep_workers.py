@@ -155,7 +155,7 @@ def test_a_pruned_trial_ends_its_run_pruned(demo_dataset: Path, tmp_path: Path) 
 
 
 def test_confirm_the_best_against_a_baseline(demo_dataset: Path, tmp_path: Path) -> None:
-    from atft_core.sweep.confirm import confirm_best, format_confirmation
+    from atft_core.sweep.confirm import confirm_best, distinct_best, format_confirmation
 
     runs_dir = tmp_path / "runs"
     url = default_url(runs_dir)
@@ -166,19 +166,20 @@ def test_confirm_the_best_against_a_baseline(demo_dataset: Path, tmp_path: Path)
     for lr, value in ((1e-3, 0.05), (3e-3, 0.08), (3e-3, 0.07)):   # the best setting twice (as a retry has it)
         study.add_trial(optuna.trial.create_trial(params={"train.lr": lr}, value=value, distributions={
             "train.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}))
-    result = confirm_best("conf", url, runs_dir, top=2, seeds=2, baselines=("reversal_1d",), say=lambda _: None)
-    assert [(s.rank, s.params) for s in result.settings] == [(1, {"train.lr": 3e-3}), (2, {"train.lr": 1e-3})]
+    assert [t.params for t in distinct_best(read_study("conf", url).ranked(), 2)] == [{"train.lr": 3e-3},
+                                                                                      {"train.lr": 1e-3}]
+    result = confirm_best("conf", url, runs_dir, top=1, seeds=2, baselines=("reversal_1d",), say=lambda _: None)
+    [setting] = result.settings
+    assert (setting.rank, setting.params, setting.sweep_value) == (1, {"train.lr": 3e-3}, 0.08)
     assert result.baseline["kind"] == "reversal_1d" and not result.test
-    for setting in result.settings:
-        val = setting.splits["val"]
-        assert len(setting.runs) == 2 and len(val.per_seed) == 2 and val.std is not None and val.days > 5
-        assert val.t is not None and set(setting.splits) == {"val"}
-        seeds = {runs.run_state(runs_dir, r).name for r in setting.runs}
-        assert seeds == {f"conf best#{setting.rank} seed 0", f"conf best#{setting.rank} seed 1"}
+    val = setting.splits["val"]
+    assert len(setting.runs) == 2 and len(val.per_seed) == 2 and val.std is not None and val.days > 5
+    assert val.t is not None and set(setting.splits) == {"val"}
+    assert {runs.run_state(runs_dir, r).name for r in setting.runs} == {"conf best#1 seed 0", "conf best#1 seed 1"}
     text = format_confirmation(result)
     assert "best baseline: reversal_1d" in text and "TEST" not in text
     before = sorted(r.id for r in runs.list_runs(runs_dir))
-    again = confirm_best("conf", url, runs_dir, top=2, seeds=2, baselines=("reversal_1d",), test=True, say=lambda _: None)
+    again = confirm_best("conf", url, runs_dir, top=1, seeds=2, baselines=("reversal_1d",), test=True, say=lambda _: None)
     assert sorted(r.id for r in runs.list_runs(runs_dir)) == before    # finished runs are reused
     assert "TEST" in format_confirmation(again) and again.settings[0].splits["test"].mean is not None
     assert read_study("conf", url).spec.name == "conf"

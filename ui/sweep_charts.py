@@ -11,7 +11,7 @@ import polars as pl
 
 from atft_core.sweep.trials import StudyView
 
-from .charts import CHART_HEIGHT, metric_unit
+from .charts import CHART_HEIGHT, FEATURE_BAR_STEP, FIT_WIDTH, metric_unit
 
 STATE_COLORS = {"complete": "#1f77b4", "pruned": "#ff7f0e", "fail": "#d62728", "running": "#2ca02c",
                 "waiting": "#9e9e9e"}
@@ -52,14 +52,15 @@ def history_frame(view: StudyView) -> pl.DataFrame:
 
 def history_chart(frame: pl.DataFrame, metric: str) -> alt.LayerChart:
     """Each complete trial's value (points) and the best so far (a step line), against the trial number."""
-    y_title = f"{metric_unit(metric)}, best epoch"
     x = alt.X("trial:Q", title="trial", axis=alt.Axis(format="d", tickMinStep=1))
+    y = alt.Y("value:Q", title=f"{metric_unit(metric)}, best epoch", scale=alt.Scale(zero=False))
     points = alt.Chart(frame).mark_circle(size=50).encode(
-        x=x, y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
-        tooltip=["trial", alt.Tooltip("value:Q", format=".5f")])
+        x=x, y=y, tooltip=["trial", alt.Tooltip("value:Q", format=".5f", title=metric)])
     best = alt.Chart(frame).mark_line(interpolate="step-after", color="#ff7f0e").encode(
-        x=x, y=alt.Y("best:Q"), tooltip=["trial", alt.Tooltip("best:Q", format=".5f", title="best so far")])
-    return alt.layer(points, best).properties(height=CHART_HEIGHT, title="Optimisation history (line: best so far)")
+        x=x, y=alt.Y("best:Q", scale=alt.Scale(zero=False)),
+        tooltip=["trial", alt.Tooltip("best:Q", format=".5f", title="best so far")])
+    return alt.layer(points, best).properties(height=CHART_HEIGHT, title="Optimisation history (line: best so far)",
+                                              autosize=FIT_WIDTH)
 
 
 def parallel_frame(view: StudyView) -> pl.DataFrame:
@@ -111,19 +112,18 @@ def parallel_chart(frame: pl.DataFrame, metric: str) -> alt.Chart:
     axis_order = frame.select("axis", "order").unique().sort("order")["axis"].to_list()
     return alt.Chart(frame).mark_line(opacity=0.6, point=True).encode(
         x=alt.X("axis:N", sort=axis_order, title=None, axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("position:Q", title="position in the searched range (log fields on a log scale)",
-                scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%")),
+        y=alt.Y("position:Q", title="place in the range", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format=".0%")),
         detail="trial:N",
         color=alt.Color("value:Q", title=metric, scale=alt.Scale(scheme="viridis")),
         tooltip=["trial", "axis", "shown", alt.Tooltip("value:Q", format=".5f")],
-    ).properties(height=CHART_HEIGHT + 60, title="Parallel coordinates (one line per complete trial)")
+    ).properties(height=CHART_HEIGHT, title="Parallel coordinates (log fields on a log scale)", autosize=FIT_WIDTH)
 
 
 def importance_chart(importances: dict[str, float]) -> alt.Chart:
     """Each searched field's importance (Optuna's PED-ANOVA, shares summing to 1), largest first."""
     frame = pl.DataFrame({"field": list(importances), "importance": list(importances.values())})
     return alt.Chart(frame).mark_bar().encode(
-        x=alt.X("importance:Q", title="importance (share, PED-ANOVA)", axis=alt.Axis(format=".0%")),
-        y=alt.Y("field:N", sort="-x", title=None),
+        x=alt.X("importance:Q", title="share of the importance (PED-ANOVA)", axis=alt.Axis(format=".0%")),
+        y=alt.Y("field:N", sort="-x", title=None, axis=alt.Axis(labelLimit=360)),
         tooltip=["field", alt.Tooltip("importance:Q", format=".1%")],
-    ).properties(height=max(80, 28 * len(frame)), title="Parameter importances")
+    ).properties(height=alt.Step(FEATURE_BAR_STEP), title="Parameter importances", autosize=FIT_WIDTH)

@@ -32,12 +32,14 @@ DEFAULT_COMPARED, MAX_COMPARED = 3, 20
 def storage_url(runs_dir: Path) -> str:
     """The storage the page works with: this machine's SQLite file, or a PostgreSQL URL typed in
     (masked, kept for this session only; it may hold a password)."""
-    typed = st.text_input("Study storage: a PostgreSQL URL shared by several machines (empty: the file in this "
-                          "runs folder)", key=STORAGE_KEY, type="password",
-                          help="postgresql://user@host:port/database; the password is best left to PGPASSWORD or "
-                               "~/.pgpass. Run folders must then be on a filesystem the machines share.")
-    url = typed.strip() or default_url(runs_dir)
-    st.caption(f"Studies in {shown_url(url) if typed.strip() else url}")
+    with st.expander("Study storage: " + ("PostgreSQL" if st.session_state.get(STORAGE_KEY, "").strip()
+                                          else "this runs folder's file")):
+        typed = st.text_input("A PostgreSQL URL shared by several machines (empty: the file in this runs folder)",
+                              key=STORAGE_KEY, type="password",
+                              help="postgresql://user@host:port/database; the password is best left to PGPASSWORD "
+                                   "or ~/.pgpass. Run folders must then be on a filesystem the machines share.")
+        url = typed.strip() or default_url(runs_dir)
+        st.caption(f"Studies in {shown_url(url) if typed.strip() else url}")
     return url
 
 
@@ -168,7 +170,7 @@ def compare_best(view: sweep_trials.StudyView) -> None:
     if not ranked:
         return
     # A fixed range: a widget whose bounds follow the trial count would forget the K chosen.
-    k = int(st.number_input("K", 1, MAX_COMPARED, DEFAULT_COMPARED, key="sweep_best_k"))
+    k = int(st.number_input("Best K", 1, MAX_COMPARED, DEFAULT_COMPARED, key="sweep_best_k"))
     ids = [t.run_id for t in ranked[:k]]
     st.page_link(COMPARE_PAGE, label=f"Compare the best {len(ids)}", query_params={COMPARE_QUERY: ",".join(ids)},
                  icon=":material/compare_arrows:")
