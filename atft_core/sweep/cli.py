@@ -225,7 +225,7 @@ def _run_command(args: argparse.Namespace, extra: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; errors are printed as one line (never with a password) and give exit status 2."""
-    args, extra = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    args, extra = _parser().parse_known_args(argv)   # argv None: argparse reads the command line
     if extra and args.command != "create":
         print(f"error: unrecognised arguments: {' '.join(extra)}", file=sys.stderr)
         return 2
