@@ -120,6 +120,8 @@ def test_a_bad_study_is_refused_naming_the_setting(demo_dataset: Path, changes: 
 def test_a_study_is_created_with_all_its_trials_waiting_once(demo_dataset: Path, tmp_path: Path, capsys) -> None:
     runs = tmp_path / "runs"
     url = default_url(runs)
+    assert cli.main(["--runs-dir", str(runs), "list"]) == 0
+    assert capsys.readouterr().out == f"no study in {url}\n" and not runs.exists()   # listing creates nothing
     stored = create_study(spec(demo_dataset, n_trials=4), url, runs)
     assert stored.base["data"]["path"] == str(demo_dataset.resolve())
     view = read_study("hp", url)

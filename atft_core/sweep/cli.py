@@ -28,7 +28,7 @@ from atft_core.runs.store import DEFAULT_RUNS_DIR, RunError
 from atft_core.sweep.confirm import BASELINE_KINDS
 from atft_core.sweep.spec import DEFAULT_METRIC, DIRECTIONS, PRUNERS, SAMPLERS, StudySpec
 from atft_core.sweep.space import Param, parse_param
-from atft_core.sweep.storage import SweepError, default_url, redact
+from atft_core.sweep.storage import SweepError, default_url, redact, shown_url
 from atft_core.sweep.study import STORAGE_ENV
 
 SPEC_DEFAULTS = {f: StudySpec.__dataclass_fields__[f].default for f in StudySpec.__dataclass_fields__
@@ -199,6 +199,8 @@ def _run_command(args: argparse.Namespace, extra: list[str]) -> int:
         studies = list_studies(url)
         if args.json:
             print(json.dumps([s.__dict__ for s in studies], indent=2))
+        elif not studies:
+            print(f"no study in {shown_url(url)}")
         for s in [] if args.json else studies:
             best = "-" if s.best_value is None else f"{s.best_value:.5f}"
             print(f"{s.name}  {s.done}/{s.planned} done, {s.running} running, best {s.metric} {best}"
