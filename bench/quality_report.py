@@ -570,7 +570,7 @@ def render_markdown(results: dict[str, Any], plot_dir: str) -> str:
     lines = ["# Quality report: does ATFT-GAT-FAN beat simple baselines?", "",
              "Regenerate with `python bench/quality.py` (see `--help` for the cuts; "
              "`--report-only` rebuilds this page from the runs, `--from-results` from results.json).", "",
-             "## Verdict", "", *verdict_lines(v), "", *after_costs_lines(results)]
+             "## Verdict", "", *verdict_lines(v), "", *missing_note(results), *after_costs_lines(results)]
     lines += _protocol_lines(results) + _settings_lines(results)
     for horizon in report_horizons(rows):
         for lag in (0, 1):
@@ -584,14 +584,33 @@ def render_markdown(results: dict[str, Any], plot_dir: str) -> str:
             lines += cost_table(rows, horizon, lag, cost_levels(results)) + [""]
     lines += headroom_lines(results)
     lines += statement_lines(results)
-    missing = results.get("missing", [])
-    if missing:
-        lines += ["## Rows without results", "", *[f"- {m}" for m in missing], ""]
+    lines += missing_lines(results)
     lines += ["## Plots (test year, 1-day horizon, default seed 0 vs the best baseline)", ""]
     lines += [f"![{title}]({plot_dir}/{name})" for name, title in PLOTS.items()] + [""]
     if ANALYSIS.is_file():  # hand-written reading of the numbers; kept across regenerations
         lines += [ANALYSIS.read_text().rstrip(), ""]
     return "\n".join(lines)
+
+
+def missing_note(results: dict[str, Any]) -> list[str]:
+    """One line under the verdict when catalogue rows have no results on the page."""
+    missing = results.get("missing", [])
+    if not missing:
+        return []
+    return [f"*{len(missing)} of the catalogue's rows have no finished run and are not on this page "
+            "(see [Rows without results](#rows-without-results)).*", ""]
+
+
+def missing_lines(results: dict[str, Any]) -> list[str]:
+    """The catalogue rows without a finished run, with their state, and how to add them."""
+    missing = results.get("missing", [])
+    if not missing:
+        return []
+    return ["## Rows without results", "",
+            "These rows of the catalogue (`python bench/quality.py --list`) had no finished run in the runs "
+            "folder when this page was generated, so every table and comparison above leaves them out. "
+            "`python bench/quality.py --only ROW,...` trains them; `--report-only` then adds them.", "",
+            *[f"- {m}" for m in missing], ""]
 
 
 ANALYSIS = Path(__file__).with_name("quality_analysis.md")

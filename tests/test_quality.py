@@ -233,3 +233,12 @@ def test_statement_rows_have_their_own_section_with_the_paired_difference():
     assert "| default with statements, seed 1 |" in text and "| fin-factor-fin_ey | 0.5000 |" in text
     assert "With minus without, 1-day (mean of the 2 seeds' daily RankIC, paired over days): validation 0.0" in text
     assert "20-day targets overlap" in text and "execution lag 1" not in text
+
+
+def test_rows_without_results_are_named_under_the_verdict_and_listed():
+    results = {"missing": ["abl-no_gat: not run", "fin-with-s2: queued"]}
+    note = report.missing_note(results)
+    assert note[0].startswith("*2 of the catalogue's rows have no finished run") and "#rows-without-results" in note[0]
+    lines = report.missing_lines(results)
+    assert lines[0] == "## Rows without results" and "- abl-no_gat: not run" in lines and "- fin-with-s2: queued" in lines
+    assert report.missing_note({"missing": []}) == [] and report.missing_lines({}) == []
