@@ -132,15 +132,22 @@ class DayBatcher:
     lives, the day graphs' edges where the graphs live (`GraphCache.device`), and only results
     move to `device`. Nothing reads a device value back, so on a GPU the host can queue the next
     step's work while the device still runs this one.
+
+    With `pad` (runtime.compile: compiled code wants few distinct shapes) every size is rounded
+    up to a bucket (`bucket`): rows, histories, history steps, edges and the loss's day width.
+    The extra rows belong to an extra day without targets (so no loss term sees them) and read
+    an all-zero history; extra steps are zeros after the last day (no row reads them: every
+    layer before a row's day is causal); extra edges join the sink. `host_rows` lists the real
+    rows only.
     """
 
     def __init__(self, panel: "Panel", lookback: int, graphs: "GraphCache | None", device: torch.device | str,
-                 fan: FanInputs | None = None) -> None:
+                 fan: FanInputs | None = None, pad: bool = False) -> None:
         if lookback < 1:
             raise ValueError(f"make_day_batch: lookback must be >= 1, got {lookback}")
         if fan is not None and fan.window != lookback:
             raise ValueError(f"make_day_batch: FAN was computed with window {fan.window}, lookback is {lookback}")
-        self.panel, self.lookback, self.graphs, self.fan = panel, lookback, graphs, fan
+        self.panel, self.lookback, self.graphs, self.fan, self.pad = panel, lookback, graphs, fan, pad
         self.device = _canonical(device)
         self.source = panel.features.device
         self.valid = panel.valid.cpu().numpy()                              # [D, N], host copy
@@ -150,15 +157,21 @@ class DayBatcher:
         anyway (data-parallel training: a rank's part of a step reads the history from where the
         whole step's starts, so the encoder sees the context it would see in one process)."""
         plan = _RowPlan.of(self.valid, _host_days(day_indices), self.lookback, history_from)
+        if self.pad:
+            plan = plan.padded()
         panel, fan = self.panel, self.fan
         edges = self.graphs is not None
         at_source = _Indices(plan, self.source, edges)
-        seq = _histories(panel.features, at_source.span, at_source.used)      # [U, T, F]
-        targets = panel.targets[at_source.days[at_source.day], at_source.stock]
+        seq = _histories(panel.features, at_source.span, at_source.used, plan.real_histories)      # [U, T, F]
+        targets = panel.targets[at_source.row_day, at_source.stock]
         fan_seq = fan_summary = None
         if fan is not None:
-            fan_seq = _histories(fan.residual, at_source.span[self.lookback - 1:], at_source.used)
-            fan_summary = fan.summary[at_source.days[at_source.day], at_source.stock]
+            fan_seq = _histories(fan.residual, at_source.span[self.lookback - 1:], at_source.used, plan.real_histories)
+            fan_summary = fan.summary[at_source.row_day, at_source.stock]
+        if plan.n_real_rows < plan.n_rows:  # padding rows: no target, no FAN summary
+            real = at_source.day < len(plan.counts)
+            targets = torch.where(real[:, None], targets, torch.full_like(targets, float("nan")))
+            fan_summary = fan_summary * real[:, None].to(fan_summary.dtype) if fan_summary is not None else None
         here = at_source if self.device == self.source else _Indices(plan, self.device, edges)
         edge_index, edge_attr = self._edges(plan, here)
         return DayBatch(
@@ -166,7 +179,8 @@ class DayBatcher:
             day=here.day, day_index=here.days, stock=here.stock, targets=_moved(targets, self.device),
             edge_index=edge_index, edge_attr=edge_attr, fan_seq=_moved(fan_seq, self.device),
             fan_summary=_moved(fan_summary, self.device), fan_key=(fan.window, fan.top_k) if fan is not None else None,
-            day_slot=here.slot, day_width=plan.width, host_rows=(plan.day, plan.stock), history_checked=True)
+            day_slot=here.slot, day_width=plan.width,
+            host_rows=(plan.day[:plan.n_real_rows], plan.stock[:plan.n_real_rows]), history_checked=True)
 
     def _edges(self, plan: "_RowPlan", here: "_Indices") -> tuple[Tensor, Tensor]:
         """Each day's graph over the rows: stock -> row of that day, or the sink (both ends)."""
@@ -177,7 +191,7 @@ class DayBatcher:
         graph_device = _canonical(graphs.device)
         row_of = here.row_of if graph_device == self.device else _Indices(plan, graph_device, True).row_of
         indices, attrs = [], []
-        for b, t in enumerate(plan.days.tolist()):
+        for b, t in enumerate(plan.days[:len(plan.counts)].tolist()):
             if plan.counts[b] == 0:
                 continue
             ei, ea = graphs.for_day(t)
@@ -185,8 +199,25 @@ class DayBatcher:
             dead = (rows == sink).any(0, keepdim=True)
             indices.append(rows.masked_fill(dead, sink))
             attrs.append(ea)
+        n_edges = sum(i.shape[1] for i in indices)                          # shapes: known on the host
+        if self.pad and bucket(n_edges) > n_edges:
+            extra = bucket(n_edges) - n_edges
+            indices.append(torch.full((2, extra), sink, dtype=torch.long, device=graph_device))
+            attrs.append(torch.zeros(extra, EDGE_ATTR_DIM, dtype=torch.float32, device=graph_device))
+        if not indices:   # only padding rows
+            return (torch.zeros(2, 0, dtype=torch.long, device=self.device),
+                    torch.zeros(0, EDGE_ATTR_DIM, dtype=torch.float32, device=self.device))
         return (_moved(torch.cat(indices, dim=1), self.device),
                 _moved(torch.cat(attrs, dim=0).to(torch.float32), self.device))
+
+
+def bucket(n: int) -> int:
+    """`n` rounded up to the next of 8 sizes per doubling (at most 12.5% more; exact below 16),
+    so that padded batches take few distinct shapes."""
+    if n < 16:
+        return n
+    step = 1 << (n.bit_length() - 4)
+    return -(-n // step) * step
 
 
 def _canonical(device: torch.device | str) -> torch.device:
@@ -207,24 +238,24 @@ def _host_days(day_indices: Sequence[int] | Tensor | np.ndarray) -> np.ndarray:
 class _RowPlan:
     """The host-side bookkeeping of one batch (numpy, [S] unless noted)."""
 
-    days: np.ndarray        # [B] panel day indices
-    day: np.ndarray         # 0..B-1
-    stock: np.ndarray       # panel stock index
+    days: np.ndarray        # [B] panel day indices (+ -1 for the padding day)
+    day: np.ndarray         # 0..B-1 (B: padding)
+    stock: np.ndarray       # panel stock index (0 for padding)
+    row_day: np.ndarray     # panel day index (days[day]; days[0] for padding)
     used: np.ndarray        # [U] stocks with a history
     seq_row: np.ndarray
     seq_end: np.ndarray
-    span: np.ndarray        # [T] panel days of the histories
+    span: np.ndarray        # [T] panel days of the histories (-1: a zero step)
     slot: np.ndarray        # place among the day's rows
-    counts: np.ndarray      # [B] rows per day
+    counts: np.ndarray      # [B] rows per (real) day
     row_of: np.ndarray      # [B, N] row of (day, stock), or n_rows (the sink)
+    n_real_rows: int
+    real_histories: int     # the first histories are real, the rest are zeros
+    width: int
 
     @property
     def n_rows(self) -> int:
         return len(self.day)
-
-    @property
-    def width(self) -> int:
-        return int(self.counts.max()) if len(self.counts) else 0
 
     @classmethod
     def of(cls, valid: np.ndarray, days: np.ndarray, lookback: int, history_from: int | None = None) -> "_RowPlan":
@@ -241,16 +272,33 @@ class _RowPlan:
         rows = np.arange(len(day))
         row_of = np.full(ok.shape, len(day), dtype=np.int64)
         row_of[day, stock] = rows
-        return cls(days=days, day=day, stock=stock, used=used, seq_row=seq_row.reshape(-1),
+        return cls(days=days, day=day, stock=stock, row_day=days[day], used=used, seq_row=seq_row.reshape(-1),
                    seq_end=days[day] - first, span=np.arange(first, last + 1), slot=rows - (np.cumsum(counts) - counts)[day],
-                   counts=counts, row_of=row_of)
+                   counts=counts, row_of=row_of, n_real_rows=len(day), real_histories=len(used),
+                   width=int(counts.max()) if len(counts) else 0)
+
+    def padded(self) -> "_RowPlan":
+        """Every size rounded up to its bucket (see DayBatcher): padding rows on an extra day."""
+        n_rows, n_hist, n_steps = bucket(self.n_rows), bucket(len(self.used) + 1), bucket(len(self.span))
+        extra = n_rows - self.n_rows
+        width = bucket(max(self.width, extra))
+        fill = lambda a, value, n: np.concatenate([a, np.full(n, value, dtype=np.int64)])  # noqa: E731
+        row_of = np.where(self.row_of == self.n_rows, n_rows, self.row_of)
+        first_day = int(self.days[0]) if len(self.days) else 0
+        return _RowPlan(
+            days=fill(self.days, -1, 1), day=fill(self.day, len(self.days), extra), stock=fill(self.stock, 0, extra),
+            row_day=fill(self.row_day, first_day, extra), used=fill(self.used, 0, n_hist - len(self.used)),
+            seq_row=fill(self.seq_row, len(self.used), extra), seq_end=fill(self.seq_end, n_steps - 1, extra),
+            span=fill(self.span, -1, n_steps - len(self.span)), slot=np.concatenate([self.slot, np.arange(extra)]),
+            counts=self.counts, row_of=row_of, n_real_rows=self.n_rows, real_histories=self.real_histories,
+            width=width)
 
 
 class _Indices:
     """A plan's index arrays as int64 tensors on one device, sent there in one copy
     (`row_of`, [B, N], only for batches with graph edges)."""
 
-    NAMES = ("days", "day", "stock", "used", "seq_row", "seq_end", "span", "slot")
+    NAMES = ("days", "day", "stock", "row_day", "used", "seq_row", "seq_end", "span", "slot")
 
     def __init__(self, plan: _RowPlan, device: torch.device, with_row_of: bool) -> None:
         names = self.NAMES + (("row_of",) if with_row_of else ())
@@ -269,8 +317,11 @@ def _moved(value: Tensor | None, device: torch.device) -> Tensor | None:
     return value.to(device, non_blocking=value.device.type == "cpu" and value.is_pinned())
 
 
-def _histories(values: Tensor, span: Tensor, stocks: Tensor) -> Tensor:
-    """values [D, N, C] at days `span` (zeros before day 0) for `stocks` -> [U, T, C]."""
+def _histories(values: Tensor, span: Tensor, stocks: Tensor, real: int | None = None) -> Tensor:
+    """values [D, N, C] at days `span` (zeros where span < 0: before day 0, or padding) for
+    `stocks` -> [U, T, C]; histories after the first `real` are zeros (padding)."""
     out = values[span.clamp(min=0)[:, None], stocks[None, :]]             # [T, U, C]
     out = out * (span >= 0).to(out.dtype)[:, None, None]
+    if real is not None and real < len(stocks):
+        out[:, real:] = 0
     return out.transpose(0, 1).contiguous()

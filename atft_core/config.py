@@ -41,6 +41,8 @@ MAX_THREADS = 1024
 (100,000 threads made the dataset reader fail with "malloc failed")."""
 MAX_DEVICES = 64
 """Upper bound of `runtime.devices` (processes of one data-parallel run): eight 8-GPU hosts."""
+COMPILE_MODES = ("off", "model", "step")
+"""`runtime.compile` values (atft_core/compiled.py)."""
 
 
 class ConfigError(ValueError):
@@ -238,6 +240,14 @@ class RuntimeConfig:
     the runtime.devices processes)."""
     heartbeat_seconds: float = 5.0
     """How often the trainer refreshes status.json while running."""
+    compile: str = "off"
+    """torch.compile of the training step (atft_core/compiled.py): 'off'; 'model' (the model's
+    forward, its backward through AOTAutograd); 'step' (forward and loss as one compiled
+    function). With either, day batches are padded to size buckets so that compiled graphs are
+    reused (a few compiles per run, each costing seconds to minutes at the start); validation and
+    predictions stay eager. Only in train.mode 'optimized' (safe mode stays eager and
+    bit-reproducible) and with runtime.devices 1. See docs/benchmarks.md for what it gains: on
+    the CPU nothing; on a GPU it is measured by bench/gpu_session.sh."""
     devices: int = 1
     """Processes that train this one run together, data-parallel (torch DistributedDataParallel;
     atft_core/distributed.py): each takes its part of every step's days and the gradients are
@@ -564,6 +574,15 @@ def _problems(cfg: RunConfig) -> list[str]:  # noqa: C901 - a flat list of rules
          f"runtime.devices={r.devices} uses cuda:0..{r.devices - 1}: give runtime.device 'cuda' (or 'auto'), "
          f"not {r.device!r} (choose the GPUs with CUDA_VISIBLE_DEVICES)")
     need(r.collective_timeout_seconds > 0, "runtime.collective_timeout_seconds: must be > 0")
+    need(r.compile in COMPILE_MODES, f"runtime.compile: one of {', '.join(COMPILE_MODES)}, got {r.compile!r}")
+    need(r.compile == "off" or r.devices == 1,
+         f"runtime.compile={r.compile!r} with runtime.devices={r.devices}: compiled data-parallel training is not "
+         "supported; use runtime.compile='off' or runtime.devices=1")
+    need(r.compile == "off" or t.mode == "optimized",
+         f"runtime.compile={r.compile!r} needs train.mode='optimized' (safe mode runs eager, bit-reproducible); "
+         "use runtime.compile='off' or train.mode='optimized'")
+    need(r.compile == "off" or m.kind == "atft_gat_fan",
+         f"runtime.compile: only the deep model's training step is compiled; model.kind={m.kind!r} would ignore it")
     return p
 
 

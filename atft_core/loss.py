@@ -431,7 +431,10 @@ class LossShare(NamedTuple):
 def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
     """A small constant tensor on `device`, made once: a fresh one each step would be a
     host-to-device copy, which waits for the device."""
-    return _cached_constant(tuple(float(v) for v in values), torch.device(device), dtype)
+    values = tuple(float(v) for v in values)
+    if torch.compiler.is_compiling():   # a constant of the compiled graph (dynamo skips the cache)
+        return torch.tensor(values, dtype=dtype, device=device)
+    return _cached_constant(values, torch.device(device), dtype)
 
 
 @functools.lru_cache(maxsize=64)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from atft_core import compiled
 from atft_core.config import RunConfig
 from atft_core.ema import WeightAverage
 from atft_core.loss import TERM_NAMES, LossShare, loss_terms
@@ -114,10 +115,12 @@ class EpochStats:
 class TrainStep:
     """Forward, loss, backward, clipping, optimiser and weight-average update of one step.
 
-    `forward` is the model as the step calls it (the model itself, or its data-parallel or
-    compiled form); `model` is the module whose parameters are clipped, reported and averaged.
-    `loss_scale` multiplies the loss before backward (data-parallel training averages gradients
-    over processes, so each process scales its share back up; 1 otherwise).
+    `forward` is the model as the step calls it (the model itself, or its data-parallel form);
+    `model` is the module whose parameters are clipped, reported and averaged. `loss_scale`
+    multiplies the loss before backward (data-parallel training averages gradients over
+    processes, so each process scales its share back up; 1 otherwise). With runtime.compile
+    the model ('model') or forward and loss together ('step') go through torch.compile
+    (atft_core.compiled; the batches are then padded to size buckets).
     """
 
     def __init__(self, cfg: RunConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -128,17 +131,18 @@ class TrainStep:
         self.neutralize_index, self.autocast = neutralize_index, autocast
         self.forward = forward if forward is not None else model
         self.loss_scale = loss_scale
+        self.forward_loss = self._forward_loss
+        if compiled.enable(cfg):
+            if cfg.runtime.compile == "model":
+                self.forward = compiled.compiled(self.forward)
+            else:
+                self.forward_loss = compiled.compiled(self._forward_loss)
 
     def __call__(self, batch: Any, phase: int, lr: float, stats: EpochStats, share: LossShare | None = None) -> None:
         cfg, model = self.cfg, self.model
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with self.autocast():
-            out = self.forward(batch)
-        total, terms = loss_terms(out, batch, cfg.loss, cfg.model.quantiles,
-                                  rank_scale=cfg.train.phase_rank_loss_scale[phase],
-                                  horizon_weights=cfg.loss.horizon_weights,
-                                  neutralize_index=self.neutralize_index, share=share)
+        total, terms, alpha = self.forward_loss(batch, cfg.train.phase_rank_loss_scale[phase], share)
         self.optimizer.zero_grad(set_to_none=True)
         (total * self.loss_scale if self.loss_scale != 1.0 else total).backward()
         gat_norm = grad_norm(model.gat_parameters())
@@ -147,7 +151,18 @@ class TrainStep:
         self.optimizer.step()
         if self.average is not None:
             self.average.update(model)
-        stats.add(terms, gat_norm, out.alpha, batch.n_rows)
+        real_rows = len(batch.host_rows[0]) if batch.host_rows is not None else batch.n_rows
+        stats.add(terms, gat_norm, alpha, real_rows)
+
+    def _forward_loss(self, batch: Any, rank_scale: float, share: LossShare | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(total loss, terms, gate alpha) of the batch."""
+        cfg = self.cfg
+        with self.autocast():
+            out = self.forward(batch)
+        total, terms = loss_terms(out, batch, cfg.loss, cfg.model.quantiles, rank_scale=rank_scale,
+                                  horizon_weights=cfg.loss.horizon_weights,
+                                  neutralize_index=self.neutralize_index, share=share)
+        return total, terms, out.alpha
 
 
 def grad_norm(parameters: Any) -> Tensor | None:

@@ -363,7 +363,8 @@ class Trainer:
         graphs, fan = self.phase_inputs(phase)
         key = (graphs is not None, fan is not None)
         if key not in self._batchers:
-            self._batchers[key] = DayBatcher(self.panel, self.cfg.data.lookback, graphs, self.device, fan)
+            self._batchers[key] = DayBatcher(self.panel, self.cfg.data.lookback, graphs, self.device, fan,
+                                             pad=self.cfg.runtime.compile != "off")   # few shapes to compile
         return self._batchers[key]
 
     # -- one epoch ---------------------------------------------------------------------------

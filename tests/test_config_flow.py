@@ -301,6 +301,12 @@ def _heartbeat_obs(cfg: RunConfig) -> bool:
         return beat
 
 
+def _compile_obs(cfg: RunConfig) -> tuple:
+    """What the trainer's step calls as the model, and whether its batches are padded."""
+    with _trainer(cfg) as trainer:
+        return type(trainer.step.forward).__name__, trainer.batcher(0).pad
+
+
 def _key(source: Callable[..., dict], *keys: str, **kwargs: Any) -> Callable[[RunConfig], Any]:
     """Probe that reads `keys` of a (cached) observable dict."""
     def probe(cfg: RunConfig) -> Any:
@@ -401,6 +407,7 @@ PROBES: dict[str, tuple] = {
     # The processes themselves are tests/test_distributed.py's: here, the threads each one gets.
     "runtime.devices": (2, _resolved("runtime.num_threads"), {"train.mode": "optimized"}),
     "runtime.collective_timeout_seconds": (5.0, collective_timeout),
+    "runtime.compile": ("model", _compile_obs, {"train.mode": "optimized"}),
 }
 
 
