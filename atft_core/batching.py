@@ -15,7 +15,7 @@ still available as `DayBatch.x`.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -133,12 +133,15 @@ class DayBatcher:
     move to `device`. Nothing reads a device value back, so on a GPU the host can queue the next
     step's work while the device still runs this one.
 
-    With `pad` (runtime.compile: compiled code wants few distinct shapes) every size is rounded
-    up to a bucket (`bucket`): rows, histories, history steps, edges and the loss's day width.
-    The extra rows belong to an extra day without targets (so no loss term sees them) and read
-    an all-zero history; extra steps are zeros after the last day (no row reads them: every
-    layer before a row's day is causal); extra edges join the sink. `host_rows` lists the real
-    rows only.
+    With `pad` (runtime.compile: compiled code wants few distinct shapes) every size (rows,
+    histories, history steps, edges, days and the loss's day width) is rounded up to a bucket
+    (`bucket`) and never shrinks below the largest bucket this batcher has used (`high`): a short
+    block of days at an epoch's start or end then reuses the full blocks' shapes, so the shapes
+    only grow and a run compiles a few times, not once per block length. The extra rows belong
+    to extra days without targets (so no loss term sees them; at most `width` rows each) and
+    read an all-zero history; extra steps are zeros after the last day (no row reads them:
+    every layer before a row's day is causal); extra edges join the sink. `host_rows` lists the
+    real rows only.
     """
 
     def __init__(self, panel: "Panel", lookback: int, graphs: "GraphCache | None", device: torch.device | str,
@@ -148,6 +151,7 @@ class DayBatcher:
         if fan is not None and fan.window != lookback:
             raise ValueError(f"make_day_batch: FAN was computed with window {fan.window}, lookback is {lookback}")
         self.panel, self.lookback, self.graphs, self.fan, self.pad = panel, lookback, graphs, fan, pad
+        self.high = dict.fromkeys(("rows", "histories", "steps", "width", "days", "edges"), 0)
         self.device = _canonical(device)
         self.source = panel.features.device
         self.valid = panel.valid.cpu().numpy()                              # [D, N], host copy
@@ -158,7 +162,7 @@ class DayBatcher:
         whole step's starts, so the encoder sees the context it would see in one process)."""
         plan = _RowPlan.of(self.valid, _host_days(day_indices), self.lookback, history_from)
         if self.pad:
-            plan = plan.padded()
+            plan = plan.padded(self._grown)
         panel, fan = self.panel, self.fan
         edges = self.graphs is not None
         at_source = _Indices(plan, self.source, edges)
@@ -200,8 +204,8 @@ class DayBatcher:
             indices.append(rows.masked_fill(dead, sink))
             attrs.append(ea)
         n_edges = sum(i.shape[1] for i in indices)                          # shapes: known on the host
-        if self.pad and bucket(n_edges) > n_edges:
-            extra = bucket(n_edges) - n_edges
+        if self.pad and self._grown("edges", n_edges) > n_edges:
+            extra = self.high["edges"] - n_edges
             indices.append(torch.full((2, extra), sink, dtype=torch.long, device=graph_device))
             attrs.append(torch.zeros(extra, EDGE_ATTR_DIM, dtype=torch.float32, device=graph_device))
         if not indices:   # only padding rows
@@ -209,6 +213,11 @@ class DayBatcher:
                     torch.zeros(0, EDGE_ATTR_DIM, dtype=torch.float32, device=self.device))
         return (_moved(torch.cat(indices, dim=1), self.device),
                 _moved(torch.cat(attrs, dim=0).to(torch.float32), self.device))
+
+    def _grown(self, size: str, n: int) -> int:
+        """The padded size for `n` of `size`: its bucket, or the largest one used before."""
+        self.high[size] = max(self.high[size], bucket(n))
+        return self.high[size]
 
 
 def bucket(n: int) -> int:
@@ -238,8 +247,8 @@ def _host_days(day_indices: Sequence[int] | Tensor | np.ndarray) -> np.ndarray:
 class _RowPlan:
     """The host-side bookkeeping of one batch (numpy, [S] unless noted)."""
 
-    days: np.ndarray        # [B] panel day indices (+ -1 for the padding day)
-    day: np.ndarray         # 0..B-1 (B: padding)
+    days: np.ndarray        # [B] panel day indices (-1: a padding day)
+    day: np.ndarray         # 0..B-1 (B and later: padding days)
     stock: np.ndarray       # panel stock index (0 for padding)
     row_day: np.ndarray     # panel day index (days[day]; days[0] for padding)
     used: np.ndarray        # [U] stocks with a history
@@ -277,19 +286,23 @@ class _RowPlan:
                    counts=counts, row_of=row_of, n_real_rows=len(day), real_histories=len(used),
                    width=int(counts.max()) if len(counts) else 0)
 
-    def padded(self) -> "_RowPlan":
-        """Every size rounded up to its bucket (see DayBatcher): padding rows on an extra day."""
-        n_rows, n_hist, n_steps = bucket(self.n_rows), bucket(len(self.used) + 1), bucket(len(self.span))
+    def padded(self, grown: Callable[[str, int], int]) -> "_RowPlan":
+        """Every size padded to `grown(size, n)` (see DayBatcher): padding rows on extra days,
+        `width` rows per day at most, reading a zero history."""
+        n_rows, n_hist = grown("rows", self.n_rows), grown("histories", len(self.used) + 1)
+        n_steps, width = grown("steps", len(self.span)), grown("width", max(self.width, 1))
         extra = n_rows - self.n_rows
-        width = bucket(max(self.width, extra))
+        n_days = grown("days", len(self.days) + -(-extra // width))
         fill = lambda a, value, n: np.concatenate([a, np.full(n, value, dtype=np.int64)])  # noqa: E731
         row_of = np.where(self.row_of == self.n_rows, n_rows, self.row_of)
         first_day = int(self.days[0]) if len(self.days) else 0
+        pad_row = np.arange(extra)
         return _RowPlan(
-            days=fill(self.days, -1, 1), day=fill(self.day, len(self.days), extra), stock=fill(self.stock, 0, extra),
+            days=fill(self.days, -1, n_days - len(self.days)),
+            day=np.concatenate([self.day, len(self.days) + pad_row // width]), stock=fill(self.stock, 0, extra),
             row_day=fill(self.row_day, first_day, extra), used=fill(self.used, 0, n_hist - len(self.used)),
             seq_row=fill(self.seq_row, len(self.used), extra), seq_end=fill(self.seq_end, n_steps - 1, extra),
-            span=fill(self.span, -1, n_steps - len(self.span)), slot=np.concatenate([self.slot, np.arange(extra)]),
+            span=fill(self.span, -1, n_steps - len(self.span)), slot=np.concatenate([self.slot, pad_row % width]),
             counts=self.counts, row_of=row_of, n_real_rows=self.n_rows, real_histories=self.real_histories,
             width=width)
 

@@ -4,10 +4,11 @@ Shapes. torch.compile specialises on tensor shapes, and a day batch's sizes (row
 history steps, edges) change from step to step. The trainer therefore pads every batch to size
 buckets when compiling (batching.DayBatcher(pad=True), `batching.bucket`: 8 sizes per doubling,
 at most 12.5% more work), so each graph is compiled once per bucket combination and phase, and
-compiles with ``dynamic=False`` (static shapes: what CUDA graphs would need too). The recompile
-limit is raised so that a long run with a few more combinations never falls back to eager
-without saying so; `compile_counts` reports graphs, graph breaks and recompiles (tests/test_compiled.py
-holds a tiny model to one graph without breaks and few recompiles).
+compiles with ``dynamic=False`` (static shapes: what CUDA graphs would need too). Dynamo's
+recompile limit (8 variants per function) is raised to RECOMPILE_LIMIT, so that the bucket
+combinations of a long run stay compiled rather than fall back to eager. `compile_counts`
+reports compiles, graphs and graph breaks (tests/test_compiled.py holds a tiny model to one
+compile per batch shape, none when the shapes come again, and no graph break).
 
 The encoder's LSTM needs ``torch._dynamo.config.allow_rnn`` (without it dynamo breaks the graph
 around the LSTM). Validation and predictions run the eager model: they see the same weights.
@@ -23,7 +24,8 @@ import torch._dynamo
 from atft_core.config import RunConfig
 
 BACKEND = "inductor"
-"""torch.compile's backend (tests use 'aot_eager': the same graphs, no code generation)."""
+"""torch.compile's backend (tests/test_compiled.py uses 'eager': dynamo's graphs run as captured,
+without the minutes of code generation a 2-core CPU needs)."""
 RECOMPILE_LIMIT = 64
 """Compiled variants kept per function: bucket combinations x phases x train/eval, with room."""
 
@@ -43,8 +45,10 @@ def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def compile_counts() -> dict[str, int]:
-    """Dynamo's process-wide counters: unique graphs compiled, graph breaks, recompiles."""
+    """Dynamo's process-wide counters: frames compiled (the first compile of the compiled
+    function and every recompile: with one function and no graph break, recompiles are
+    compiles - 1), graphs captured, graph breaks."""
     counters = torch._dynamo.utils.counters
-    return {"graphs": int(counters["stats"].get("unique_graphs", 0)),
-            "graph_breaks": int(sum(counters["graph_break"].values())),
-            "recompiles": int(sum(counters["recompiles"].values()))}
+    return {"compiles": int(counters["frames"].get("ok", 0)),
+            "graphs": int(counters["stats"].get("unique_graphs", 0)),
+            "graph_breaks": int(sum(counters["graph_break"].values()))}

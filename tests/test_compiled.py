@@ -3,7 +3,7 @@
 Dynamo's graph capture is what these tests hold (graph breaks, recompiles), so they compile with
 its 'eager' backend (the captured graph runs as it is): AOTAutograd's backward graphs and
 inductor's C++ code generation take minutes per shape on this 2-core CPU.
-bench/bench_compile.py runs the real thing (inductor) and times it.
+`python bench/bench_epoch.py --compile off step` runs the real thing (inductor) and times it.
 """
 
 from __future__ import annotations
@@ -52,59 +52,93 @@ def test_bucket_sizes():
     assert all(n <= bucket(n) <= 1.125 * n + 1 for n in range(1, 5000))
 
 
-def test_a_padded_batch_has_bucket_sizes_and_the_same_loss_and_gradients(demo_dataset):
+def _shapes(batch) -> tuple:
+    return (batch.n_rows, tuple(batch.seq.shape), batch.edge_index.shape[1], batch.day_width, batch.n_days)
+
+
+def _loss_and_gradients(model, batch, cfg, real_rows: int) -> tuple:
+    model.zero_grad()
+    out = model(batch)
+    total, terms = loss_terms(out, batch, cfg.loss, cfg.model.quantiles)
+    total.backward()
+    return terms, out.point[:real_rows].detach(), [p.grad.clone() for p in model.parameters()]
+
+
+def test_padded_batches_have_bucket_sizes_that_only_grow_and_the_same_loss_and_gradients(demo_dataset):
+    """A 4-day block, then a 1-day block (an epoch's short end) in the 4-day block's shapes."""
     with trainer_for(demo_dataset) as (trainer, _):
         model = trainer.model
         model.set_phase(GAT_PHASE)
-        days = trainer.train_days[3:7]
-        plain = trainer.batcher(GAT_PHASE)(days)
+        blocks = (trainer.train_days[3:7], trainer.train_days[7:8])
+        plain = [trainer.batcher(GAT_PHASE)(days) for days in blocks]
         trainer.cfg = trainer.cfg.replace(**{"runtime.compile": "step"})
         trainer._batchers.clear()
-        padded = trainer.batcher(GAT_PHASE)(days)
-        assert padded.n_rows == bucket(plain.n_rows) and padded.seq.shape[0] == bucket(plain.seq.shape[0] + 1)
-        assert padded.seq.shape[1] == bucket(plain.seq.shape[1]) and padded.n_days == plain.n_days + 1
-        assert padded.edge_index.shape[1] == bucket(plain.edge_index.shape[1])
-        assert all((a == b).all() for a, b in zip(padded.host_rows, plain.host_rows))
-        results = []
-        for batch in (plain, padded):
-            model.zero_grad()
-            out = model(batch)
-            total, terms = loss_terms(out, batch, trainer.cfg.loss, trainer.cfg.model.quantiles)
-            total.backward()
-            results.append((terms, out.point[:plain.n_rows].detach(), [p.grad.clone() for p in model.parameters()]))
-        (terms_a, point_a, grads_a), (terms_b, point_b, grads_b) = results
-        torch.testing.assert_close(terms_b, terms_a, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(point_b, point_a, rtol=1e-5, atol=1e-6)
-        for a, b in zip(grads_a, grads_b):
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+        padded = [trainer.batcher(GAT_PHASE)(days) for days in blocks]
+        long = plain[0]
+        assert padded[0].n_rows == bucket(long.n_rows) and padded[0].seq.shape[0] == bucket(long.seq.shape[0] + 1)
+        assert padded[0].seq.shape[1] == bucket(long.seq.shape[1])
+        assert padded[0].edge_index.shape[1] == bucket(long.edge_index.shape[1])
+        assert _shapes(padded[1]) == _shapes(padded[0]) and plain[1].n_rows < plain[0].n_rows / 3
+        for p, q in zip(plain, padded):
+            assert all((a == b).all() for a, b in zip(q.host_rows, p.host_rows))
+            terms_a, point_a, grads_a = _loss_and_gradients(model, p, trainer.cfg, p.n_rows)
+            terms_b, point_b, grads_b = _loss_and_gradients(model, q, trainer.cfg, p.n_rows)
+            torch.testing.assert_close(terms_b, terms_a, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(point_b, point_a, rtol=1e-5, atol=1e-6)
+            for a, b in zip(grads_a, grads_b):
+                torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
 
 
-def test_the_compiled_step_is_one_graph_with_few_recompiles_and_trains_as_eager(demo_dataset, monkeypatch):
-    """runtime.compile='step' (forward + loss; 'model' compiles a part of the same graph)."""
+STEPS = 2
+"""Training steps (of TINY's 4 days) of the compile tests: dynamo's capture costs seconds each."""
+
+
+@pytest.fixture(scope="module")
+def eager_loss(demo_dataset) -> float:
+    with trainer_for(demo_dataset) as (trainer, metrics):
+        trainer.train_days = trainer.train_days[:4 * STEPS]
+        return trainer.train_epoch(GAT_PHASE, 0, metrics)["train/loss"]
+
+
+@pytest.mark.parametrize("mode", ["step", "model"])
+def test_the_compiled_step_has_no_graph_break_no_recompile_on_known_shapes_and_trains_as_eager(
+        demo_dataset, eager_loss, monkeypatch, mode):
+    """runtime.compile 'step' (forward + loss) and 'model' (the model's forward): steps of the
+    GAT phase give eager's loss; dynamo compiles each batch shape once, without a graph break."""
     monkeypatch.setattr(compiled, "BACKEND", "eager")
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    with trainer_for(demo_dataset) as (trainer, metrics):
-        trainer.train_days = trainer.train_days[:12]
-        eager = trainer.train_epoch(GAT_PHASE, 0, metrics)["train/loss"]
-    with trainer_for(demo_dataset, **{"runtime.compile": "step"}) as (trainer, metrics):
-        trainer.train_days = trainer.train_days[:12]
-        shapes = set()
+    with trainer_for(demo_dataset, **{"runtime.compile": mode}) as (trainer, metrics):
+        trainer.train_days = trainer.train_days[:4 * STEPS]
+        shapes = []
         original = trainer.step.forward_loss
 
         def watched(batch, *args):
-            shapes.add((batch.n_rows, tuple(batch.seq.shape), batch.edge_index.shape[1], batch.day_width, batch.n_days))
+            shapes.append(_shapes(batch))
             return original(batch, *args)
 
         trainer.step.forward_loss = watched
         loss = trainer.train_epoch(GAT_PHASE, 0, metrics)["train/loss"]
+        first_epoch = len(shapes)
+        trainer.train_epoch(GAT_PHASE, 1, metrics)              # other blocks (a new day offset)
     counts = compiled.compile_counts()
-    assert counts["graph_breaks"] == 0, counts
-    assert 1 <= counts["graphs"] <= len(shapes) and counts["recompiles"] <= len(shapes), (counts, len(shapes))
-    assert len(shapes) <= 3                               # 3-4 steps of up to 4 days
-    assert loss == pytest.approx(eager, rel=1e-4)
+    assert counts["graph_breaks"] == 0 and counts["graphs"] == counts["compiles"] == len(set(shapes)), (counts, shapes)
+    assert set(shapes[first_epoch:]) <= set(shapes[:first_epoch]), shapes   # no recompile in the second epoch
+    assert all(a <= b for earlier, later in zip(shapes, shapes[1:])          # shapes only grow
+               for a, b in zip(_flat(earlier), _flat(later))), shapes
+    assert loss == pytest.approx(eager_loss, rel=1e-5)
 
 
-def test_compile_with_several_devices_is_refused():
-    with pytest.raises(ConfigError, match="runtime.compile='step' with runtime.devices=2"):
-        RunConfig().replace(**{"runtime.compile": "step", "runtime.devices": 2})
+def _flat(shape: tuple) -> list[int]:
+    return [n for part in shape for n in (part if isinstance(part, tuple) else (part,))]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"runtime.devices": 2}, "runtime.compile='step' with runtime.devices=2"),
+    ({"train.mode": "safe"}, "runtime.compile='step' needs train.mode='optimized'"),
+    ({"model.kind": "ridge"}, "runtime.compile: only the deep model's training step"),
+    ({"runtime.compile": "fast"}, "runtime.compile: one of off, model, step, got 'fast'"),
+])
+def test_compile_settings_that_cannot_work_are_refused(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig().replace(**{"train.mode": "optimized", "runtime.compile": "step", **changes})
