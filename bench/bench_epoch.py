@@ -19,7 +19,7 @@ Training days are the panel's days minus the lookback and the validation/test ta
 driver's own count as well) and reports syncs per step (the epoch's one read left out).
 `--json PATH` appends one record per setting (the GPU session's table, bench/gpu_session.sh).
 `--compile` runs each hidden size once per runtime.compile value, in this one process, and
-prints dynamo's counts (graphs, graph breaks, recompiles) for the compiled ones.
+prints dynamo's counts (frames compiled, graphs, graph breaks) for the compiled ones.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=1, help="epochs timed per setting (the first builds the graphs)")
     ap.add_argument("--compile", nargs="+", choices=["off", "model", "step"], default=["off"],
                     help="runtime.compile values, one setting each")
+    ap.add_argument("--compile-backend", default="inductor",
+                    help="torch.compile backend (atft_core.compiled.BACKEND; 'eager' checks capture only, fast)")
     ap.add_argument("--extra", nargs="*", default=[], help="more section.name=value overrides")
     ap.add_argument("--sync-steps", type=int, default=0, help="count host-device syncs over this many more steps")
     ap.add_argument("--json", default="", help="append one JSON record per setting to this file")
@@ -81,6 +83,7 @@ def synthetic_panel(n_stocks: int, n_days: int, n_features: int, device: str):
 def run_setting(args: argparse.Namespace, hidden: int, compile_mode: str) -> None:
     import torch
     import torch._dynamo
+    from atft_core import compiled
     from atft_core.config import RunConfig
     from atft_core.run_files import MetricsWriter, RunFiles, StatusFile
     from atft_core.system import resolve_here
@@ -92,6 +95,7 @@ def run_setting(args: argparse.Namespace, hidden: int, compile_mode: str) -> Non
     cfg = resolve_here(RunConfig().replace(**overrides))
     _configure_torch(cfg)
     _seed_everything(cfg.runtime.seed)
+    compiled.BACKEND = args.compile_backend
     torch._dynamo.reset()                    # each setting compiles (and counts) from scratch
     torch._dynamo.utils.counters.clear()
     if torch.cuda.is_available():
@@ -132,8 +136,8 @@ def run_setting(args: argparse.Namespace, hidden: int, compile_mode: str) -> Non
                       "samples_per_second": values["samples_per_second"], "torch": torch.__version__,
                       "gpu": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else None}
             if cfg.runtime.compile != "off":
-                from atft_core.compiled import compile_counts
-                record["compile_counts"] = compile_counts()
+                record["compile_backend"] = compiled.BACKEND
+                record["compile_counts"] = compiled.compile_counts()
                 print(f"  compile: {record['compile_counts']}", flush=True)
             if args.sync_steps:
                 record.update(count_step_syncs(trainer, metrics, args.sync_steps))
