@@ -18,8 +18,8 @@ from typing import Any
 
 import streamlit as st
 
-from atft_core.config import (MODEL_KINDS, SECTIONS, TARGET_NORMALIZATIONS, ConfigError, RunConfig, field_docs,
-                              field_types, parse_field)
+from atft_core.config import (COMPILE_MODES, MODEL_KINDS, SECTIONS, TARGET_NORMALIZATIONS, ConfigError, RunConfig,
+                              field_docs, field_types, parse_field)
 
 from .logic import errors_by_field, flatten
 
@@ -36,6 +36,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.schedule": ("cosine", "constant", "step"),
     "loss.target_normalization": TARGET_NORMALIZATIONS,
     "runtime.precision": ("auto", "fp32", "bf16", "fp16"),
+    "runtime.compile": COMPILE_MODES,
 }
 """String fields with a closed set of values (the same sets config.validate accepts)."""
 
