@@ -3,7 +3,8 @@
 # benchmarks, figures written to $OUT (the device tool's folder; ./gpu_session_out elsewhere).
 #
 #   bench/gpu_session.sh                # on the GPU machine (python3 there holds CUDA torch)
-#   bench/gpu_session.sh --cpu-smoke    # the same steps on this CPU with tiny shapes (checks the script)
+#   bench/gpu_session.sh --parallel     # with several GPUs, a second call: step 5 alone
+#   bench/gpu_session.sh --cpu-smoke    # every step on this CPU with tiny shapes (checks the script)
 #
 # Steps (each under its own time limit, so one slow step cannot eat the others' time):
 #   1. machine: nvidia-smi, torch, GPUs                               -> session.log
@@ -12,7 +13,8 @@
 #   3. bench_epoch, real-data shape 943 x 2,181 x 49, optimized, hidden 64 and 256, eager
 #      (+ host-device syncs per step), then hidden 64 with runtime.compile=step
 #   4. bench_epoch, 4,000 x 2,500 x 300, hidden 64, optimized, eager, then compiled; peak memory
-#   5. with more than one GPU: bench_train, one run on 1 GPU against runtime.devices = all of them
+#   5. --parallel, with more than one GPU: bench_train, a run on 1 GPU against runtime.devices = all
+#      of them (demo 943 stocks x 1,000 days; up to 5 minutes, so a call of its own)
 #   6. summary.md: one table of every epoch record (epochs.jsonl)
 #
 # The GPU machine's image lacks polars (KINDS.md). Before the session, in the repo root here:
@@ -25,11 +27,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SMOKE=0
+SMOKE=0; PARALLEL_ONLY=0
 case "${1:-}" in
     --cpu-smoke) SMOKE=1 ;;
+    --parallel) PARALLEL_ONLY=1 ;;
     "") ;;
-    *) echo "error: unknown argument ${1} (only --cpu-smoke)" >&2; exit 2 ;;
+    *) echo "error: unknown argument ${1} (--cpu-smoke or --parallel)" >&2; exit 2 ;;
 esac
 OUT=${OUT:-$PWD/gpu_session_out}
 mkdir -p "$OUT"
@@ -89,21 +92,27 @@ echo "=== machine: $(date -u +%FT%TZ), smoke=$SMOKE, python $PY"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 "$PY" -c "import torch, platform; print('torch', torch.__version__, 'python', platform.python_version(), 'gpus', torch.cuda.device_count())"
 
-step tests "$LIMIT_TESTS" "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}" \
-    > >(tee "$OUT/tests.log") 2>&1
-# Epoch 1 builds the day graphs (and compiles): the figures are the later epochs'.
-step real-eager "$LIMIT_EAGER" "${EPOCH[@]}" --label real-eager "${REAL[@]}" --hidden "${HIDDEN_REAL[@]}" --epochs 2 \
-    --sync-steps "$SYNC_STEPS"
-step real-compiled "$LIMIT_COMPILED" "${EPOCH[@]}" --label real-compiled "${REAL[@]}" --hidden "$HIDDEN_COMPILED" \
-    --epochs 3 --compile step
-step big-eager "$LIMIT_BIG" "${EPOCH[@]}" --label big-eager "${BIG[@]}" --hidden "$HIDDEN_BIG" --epochs 2
-step big-compiled "$LIMIT_BIG_COMPILED" "${EPOCH[@]}" --label big-compiled "${BIG[@]}" --hidden "$HIDDEN_BIG" \
-    --epochs 3 --compile step
-if (( SMOKE || GPUS > 1 )); then
+run_single=$(( SMOKE || ! PARALLEL_ONLY ))
+run_parallel=$(( SMOKE || (PARALLEL_ONLY && GPUS > 1) ))
+if (( run_single )); then
+    step tests "$LIMIT_TESTS" "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}" \
+        > >(tee "$OUT/tests.log") 2>&1
+    # Epoch 1 builds the day graphs (and compiles): the figures are the later epochs'.
+    step real-eager "$LIMIT_EAGER" "${EPOCH[@]}" --label real-eager "${REAL[@]}" --hidden "${HIDDEN_REAL[@]}" --epochs 2 \
+        --sync-steps "$SYNC_STEPS"
+    step real-compiled "$LIMIT_COMPILED" "${EPOCH[@]}" --label real-compiled "${REAL[@]}" --hidden "$HIDDEN_COMPILED" \
+        --epochs 3 --compile step
+    step big-eager "$LIMIT_BIG" "${EPOCH[@]}" --label big-eager "${BIG[@]}" --hidden "$HIDDEN_BIG" --epochs 2
+    step big-compiled "$LIMIT_BIG_COMPILED" "${EPOCH[@]}" --label big-compiled "${BIG[@]}" --hidden "$HIDDEN_BIG" \
+        --epochs 3 --compile step
+fi
+if (( run_parallel )); then
     for devices in 1 "$PARALLEL"; do
         step "devices-$devices" "$LIMIT_PARALLEL" "$PY" bench/bench_train.py --skip-real --modes optimized \
             "${DEMO[@]}" --extra="--runtime.devices=$devices"
     done
+elif (( GPUS > 1 )); then
+    echo; echo "=== $GPUS GPUs: run bench/gpu_session.sh --parallel next for 1 against $GPUS GPUs"
 else
     echo; echo "=== one GPU: the 1 against N GPUs comparison needs a machine with several"
 fi
