@@ -681,6 +681,8 @@ def statement_facts(s: Settings, records: list[dict]) -> dict[str, Any]:
     st = summary.statements
     deep = next((r["resolved"] for r in rows if r["group"] == "fin_with" and r["lag"] == 0), rows[0]["resolved"])
     seeds = sorted({r["seed"] for r in rows if r["group"] == "fin_with" and r["lag"] == 0})
+    lag1_seeds = sorted({r["seed"] for r in rows if r["group"] == "fin_with" and r["lag"] == 1})
+    lag1 = f"seed {', '.join(map(str, lag1_seeds))} at lag 1" if lag1_seeds else "none at lag 1 on this page"
     return {"lines": [
         f"Dataset: {s.statements_dataset} ({summary.n_features} features: the {len(PRICE_FEATURES)} price features, "
         f"the same values as the main dataset's, and {summary.n_features - len(PRICE_FEATURES)} statement features; "
@@ -695,7 +697,7 @@ def statement_facts(s: Settings, records: list[dict]) -> dict[str, Any]:
         f"year-end filings), data.train_end={TRAIN_END}, data.val_end={VAL_END}; segments as trained: "
         f"{deep.get('splits', 'n/a')}. The deep rows train on all {deep.get('train_days', 'n/a')} training days "
         f"of the window (no cut), phases {','.join(map(str, deep.get('phase_epochs') or []))}, hidden "
-        f"{deep.get('hidden_size')}; seeds {', '.join(map(str, seeds))} at lag 0 and seed 0 at lag 1.",
+        f"{deep.get('hidden_size')}; seeds {', '.join(map(str, seeds))} at lag 0, {lag1}.",
         f"*without*: data.features = the {len(PRICE_FEATURES)} price features; *with*: every feature of the dataset. "
         "Same seeds, same window, same days: the difference is the statement features alone.",
         "Factors: `model.kind=factor`, `model.factor_sign=1` (high yield first, as given: no sign chosen on any split).",
