@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
@@ -39,6 +38,7 @@ from atft_core.run_files import RunFiles, read_json, write_json_atomic  # noqa: 
 from atft_core.runs import queue  # noqa: E402
 from atft_core.runs.jobs import ended_jobs, queue_paths  # noqa: E402
 from atft_core.runs.launch import check_preflight  # noqa: E402
+from atft_core.runs.store import process_start_time  # noqa: E402
 from atft_core.system import GiB, Probes, memory_need  # noqa: E402
 
 
@@ -113,7 +113,7 @@ def waiting(root: Path, dataset: Path, n_waiting: int, repeat: int) -> None:
     paths = queue_paths(runs_dir)
     paths.root.mkdir(parents=True)
     # This process serves the queue itself (no dispatcher process), with no memory to give.
-    write_json_atomic(paths.dispatcher, {"pid": os.getpid(), "proc_start_time": psutil.Process().create_time()})
+    write_json_atomic(paths.dispatcher, {"pid": os.getpid(), "proc_start_time": process_start_time(os.getpid())})
     queue.set_slots(runs_dir, queue.Slots(cpu=2, threads=1))
     for i in range(n_waiting):
         queue.launch_run(trivial(dataset), runs_dir, name=f"w{i}", force=True, preflight_runs=0)

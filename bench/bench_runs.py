@@ -29,6 +29,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from atft_core import runs  # noqa: E402
+from atft_core.runs.store import process_start_time  # noqa: E402
 from atft_core.run_files import RunFiles, update_status, write_json_atomic  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def make_run(root: Path, run_id: str, epochs: int, n_metrics: int, state: str, p
     files = RunFiles(root / run_id)
     files.checkpoints.mkdir(parents=True)
     now = time.time()
-    start = psutil.Process(pid).create_time() if pid else None
+    start = process_start_time(pid) if pid else None
     write_json_atomic(files.run_info, {"id": run_id, "name": run_id, "tags": ["bench"], "created": now,
                                        "pid": pid, "proc_start_time": start, "host": socket.gethostname()})
     write_json_atomic(files.config, {"config": {"data": {"path": "data/demo.parquet"}, "model": {"hidden_size": 64},

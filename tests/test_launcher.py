@@ -27,6 +27,7 @@ from atft_core.run_files import RunFiles, read_json, update_status, write_json_a
 from atft_core.runs import cli, launch, queue
 from atft_core.runs import seeds as seeds_mod
 from atft_core.runs.jobs import dispatcher_info, ended_jobs, list_jobs, queue_paths
+from atft_core.runs.store import process_start_time
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,7 @@ def start_fake(runs_dir: Path, run_id: str, mode: str) -> subprocess.Popen:
     update_status(files, state="queued")
     proc = subprocess.Popen([sys.executable, "-c", FAKE, str(files.root), mode], cwd=REPO, start_new_session=True)
     write_json_atomic(files.run_info, {"id": run_id, "created": time.time(), "pid": proc.pid,
-                                       "proc_start_time": psutil.Process(proc.pid).create_time()})
+                                       "proc_start_time": process_start_time(proc.pid)})
     deadline = time.time() + 20
     while (read_json(files.status) or {}).get("state") != "running":
         assert time.time() < deadline and proc.poll() is None, "fake trainer did not start"

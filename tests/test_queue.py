@@ -22,6 +22,7 @@ from atft_core.config import RunConfig
 from atft_core.run_files import RunFiles, RunLock, read_json, write_json_atomic
 from atft_core.runs import cli, launch, queue
 from atft_core.runs.jobs import ended_jobs, list_jobs, queue_paths
+from atft_core.runs.store import process_start_time
 from atft_core.system import GiB, Probes
 from atft_core.train import run_training
 
@@ -68,7 +69,7 @@ def held_queue(tmp_path: Path) -> Path:
     """A runs folder whose queue this test serves itself (its dispatcher record names this process)."""
     paths = queue_paths(tmp_path)
     paths.root.mkdir(parents=True)
-    write_json_atomic(paths.dispatcher, {"pid": os.getpid(), "proc_start_time": psutil.Process().create_time()})
+    write_json_atomic(paths.dispatcher, {"pid": os.getpid(), "proc_start_time": process_start_time(os.getpid())})
     queue.set_slots(tmp_path, queue.Slots(cpu=2, threads=1))
     return tmp_path
 
@@ -147,7 +148,7 @@ def test_a_job_whose_owner_is_gone_has_its_run_stopped_saying_why(demo_dataset: 
     runs_dir = held_queue
     queue.set_slots(runs_dir, queue.Slots(cpu=1, threads=1))
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-    record = {"pid": owner.pid, "proc_start_time": psutil.Process(owner.pid).create_time(), "what": "test worker"}
+    record = {"pid": owner.pid, "proc_start_time": process_start_time(owner.pid), "what": "test worker"}
     training, waiting = (queue.launch_run(tiny(demo_dataset, **{"train.phase_epochs": (20, 0, 0, 0)}), runs_dir,
                                           force=True, owner=record) for _ in range(2))
     dispatcher = queue.Dispatcher(runs_dir, Probes())

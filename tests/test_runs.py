@@ -24,6 +24,7 @@ import pytest
 from atft_core import runs
 from atft_core.run_files import MetricsWriter, RunFiles, update_status, write_json_atomic
 from atft_core.runs import launch
+from atft_core.runs.store import process_start_time
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,7 +126,7 @@ def test_compaction_is_used_only_while_it_matches(tmp_path: Path) -> None:
 def test_live_process_is_running_and_kill_9_is_crashed(tmp_path: Path) -> None:
     proc = sleeper()
     try:
-        start = psutil.Process(proc.pid).create_time()
+        start = process_start_time(proc.pid)
         files = make_run(tmp_path, "live", state="running", pid=proc.pid, start_time=start)
         assert runs.run_state(tmp_path, "live").status == "running"
         os.kill(proc.pid, signal.SIGKILL)
@@ -144,10 +145,26 @@ def test_live_process_is_running_and_kill_9_is_crashed(tmp_path: Path) -> None:
         proc.wait()
 
 
+def test_a_live_process_stays_alive_when_the_wall_clock_jumps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock step or a paused and resumed VM moves every wall-clock process start time (by 48 s
+    once here); the recorded start time is counted from boot, so a live trainer stays alive,
+    while a record from before that change (a wall-clock create_time) is still understood."""
+    proc = sleeper()
+    try:
+        recorded, wall_clock = process_start_time(proc.pid), psutil.Process(proc.pid).create_time()
+        assert runs.process_alive(proc.pid, recorded) and runs.process_alive(proc.pid, wall_clock)
+        monkeypatch.setattr(psutil.Process, "create_time", lambda self: wall_clock + 48.0)
+        assert runs.process_alive(proc.pid, recorded)
+        assert not runs.process_alive(proc.pid, recorded - 3600)   # another process with this pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_reused_pid_counts_as_dead(tmp_path: Path) -> None:
     proc = sleeper()
     try:
-        start = psutil.Process(proc.pid).create_time()
+        start = process_start_time(proc.pid)
         make_run(tmp_path, "reused", state="running", pid=proc.pid, start_time=start - 3600)
         assert runs.run_state(tmp_path, "reused").status == "crashed"
     finally:
@@ -237,7 +254,7 @@ def test_fresh_reader_process_sees_same_runs_and_states(tmp_path: Path) -> None:
     proc = sleeper()
     try:
         make_run(tmp_path, "done", created=100.0)
-        make_run(tmp_path, "live", state="running", pid=proc.pid, start_time=psutil.Process(proc.pid).create_time())
+        make_run(tmp_path, "live", state="running", pid=proc.pid, start_time=process_start_time(proc.pid))
         make_run(tmp_path, "dead", state="running", pid=2**22 + 11, start_time=1.0)
         mine = {r.id: r.status for r in runs.list_runs(tmp_path)}
         out = subprocess.run([sys.executable, "-m", "atft_core.runs", "--runs-dir", str(tmp_path), "list", "--json"],
@@ -281,7 +298,7 @@ def test_a_run_whose_state_files_are_unreadable_is_broken_and_can_be_deleted(tmp
 def test_an_unreadable_status_with_a_live_trainer_is_not_broken(tmp_path: Path) -> None:
     proc = sleeper()
     try:
-        files = make_run(tmp_path, "r1", state="running", pid=proc.pid, start_time=psutil.Process(proc.pid).create_time())
+        files = make_run(tmp_path, "r1", state="running", pid=proc.pid, start_time=process_start_time(proc.pid))
         files.status.write_text("")
         assert runs.run_state(tmp_path, "r1").status != "broken"
     finally:

@@ -12,8 +12,8 @@ Runs are launched and resumed through the queue (`atft_core.runs.queue`), whose 
 `start_trainer` when a slot is free. A trainer is
 ``python -m atft_core.train --config <run>/launch_config.json --run-dir <run>`` (or
 ``--resume <run>``), started from an argument list (never a shell) in its own session, so that it
-outlives whoever started it and `stop` can signal its whole process group. Its pid and psutil
-start time go to run.json: together they identify the process even after the pid is reused.
+outlives whoever started it and `stop` can signal its whole process group. Its pid and start time
+(`store.process_start_time`) go to run.json: together they identify the process even after the pid is reused.
 The per-run lock (`atft_core.run_files.RunLock`) is taken before anything is written and passed to
 the trainer, so a second start of the same run fails with a clear error and writes nothing.
 """
@@ -40,7 +40,7 @@ from atft_core.paths import check_tag, clean_text, resolve_within, run_path, slu
 from atft_core.run_files import (FINAL_STATES, STOP_OUTCOMES, RunFiles, RunFolderBusy, RunLock, read_json,
                                  request_stop, update_status, write_json_atomic)
 from atft_core.runs.store import (DEFAULT_RUNS_DIR, LAUNCH_CONFIG, RunError, drop_compacted, process_alive,
-                                  run_folder, run_state)
+                                  process_start_time, run_folder, run_state)
 from atft_core.system import preflight, verdict
 
 TRAINER_MODULE = "atft_core.train"
@@ -179,11 +179,7 @@ def _spawn(files: RunFiles, resume: bool, lock: RunLock, env: Mapping[str, str])
                                 cwd=REPO_ROOT, env={**os.environ, **TRAINER_ENV, **env}, start_new_session=True,
                                 close_fds=True, pass_fds=(lock.fd,))
     reap_when_done(proc)
-    try:
-        start_time = psutil.Process(proc.pid).create_time()
-    except psutil.NoSuchProcess:  # pragma: no cover - our unreaped child always has one
-        start_time = None
-    return {"pid": proc.pid, "proc_start_time": start_time, "command": command, "env": dict(env),
+    return {"pid": proc.pid, "proc_start_time": process_start_time(proc.pid), "command": command, "env": dict(env),
             "host": socket.gethostname(), "launched": time.time(), "resume": resume}
 
 

@@ -53,7 +53,8 @@ from atft_core.run_files import (FINAL_STATES, STOP_OUTCOMES, RunFiles, RunFolde
 from atft_core.runs import launch
 from atft_core.runs.jobs import (ENDED_JOB_STATES, Job, QueuePaths, dispatcher_info, ended_jobs, host_name,
                                  list_jobs, queue_paths)
-from atft_core.runs.store import DEFAULT_RUNS_DIR, LAUNCH_CONFIG, RunError, RunSummary, process_alive, run_folder, run_state
+from atft_core.runs.store import (DEFAULT_RUNS_DIR, LAUNCH_CONFIG, RunError, RunSummary, process_alive,
+                                  process_start_time, run_folder, run_state)
 from atft_core.system import GiB, Probes, memory_need
 
 POLL_SECONDS = 0.2
@@ -209,7 +210,7 @@ def launch_run(cfg: RunConfig, runs_dir: Path | str = DEFAULT_RUNS_DIR, name: st
 def this_process(what: str) -> dict[str, Any]:
     """This process as a job's `owner`: pid and start time (which tell it from a later process
     with the same pid) and what it is, for the stopped run's reason."""
-    return {"pid": os.getpid(), "proc_start_time": psutil.Process().create_time(), "what": what}
+    return {"pid": os.getpid(), "proc_start_time": process_start_time(os.getpid()), "what": what}
 
 
 def resume_run(runs_dir: Path | str, run_id: str, probes: Probes | None = None) -> None:
@@ -344,10 +345,9 @@ def ensure_dispatcher(runs_dir: Path | str) -> bool:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=launch.REPO_ROOT, start_new_session=True, close_fds=True)
     launch.reap_when_done(proc)
-    try:
-        _SPAWNED[str(runs_dir)] = (proc.pid, psutil.Process(proc.pid).create_time())
-    except psutil.NoSuchProcess:   # it already ended (another dispatcher serves)
-        pass
+    started = process_start_time(proc.pid)
+    if started is not None:   # else it already ended (another dispatcher serves)
+        _SPAWNED[str(runs_dir)] = (proc.pid, started)
     return True
 
 
@@ -401,7 +401,7 @@ def _dispatcher_lock(paths: QueuePaths) -> int | None:
 
 
 def _write_record(paths: QueuePaths) -> None:
-    write_json_atomic(paths.dispatcher, {"pid": os.getpid(), "proc_start_time": psutil.Process().create_time(),
+    write_json_atomic(paths.dispatcher, {"pid": os.getpid(), "proc_start_time": process_start_time(os.getpid()),
                                          "started": time.time()})
 
 

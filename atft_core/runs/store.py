@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -46,7 +47,10 @@ RANK_IC_METRIC = "val/rank_ic"
 """The metric a run is ranked by (best value and its epoch)."""
 LIVE_STATES = ("queued", "running")
 START_TIME_TOLERANCE_S = 1.0
-"""psutil create_time and the recorded start time come from the same clock; allow rounding."""
+"""A process's start time and the recorded one come from the same clock; allow rounding."""
+WALL_CLOCK_STAMP_MIN = 1e9
+"""Start times recorded before `process_start_time` were wall-clock seconds (> 1e9 since 2001);
+seconds since boot never get there."""
 STALE_HEARTBEATS = 12
 """A run with no heartbeat for this many heartbeat periods (and no process to ask) is crashed."""
 MIN_STALE_SECONDS = 120.0
@@ -74,8 +78,35 @@ class RunError(ValueError):
 # Process liveness
 
 
+def process_start_time(pid: int) -> float | None:
+    """When process `pid` started, as recorded with a run or job to tell it from a later process
+    with the same pid; None if there is no such process.
+
+    On Linux: seconds since boot from /proc/<pid>/stat. A wall-clock start time (psutil's
+    create_time) is boot time + that, and the boot time is derived from the wall clock: a clock
+    step or a paused and resumed VM moves it (by 48 s once here), so live trainers looked dead and
+    the queue started more of them. Elsewhere: psutil's create_time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK")   # field 22 of stat(5): starttime in ticks
+    except FileNotFoundError:
+        return None if sys.platform.startswith("linux") else _create_time(pid)
+    except (OSError, IndexError, ValueError):
+        return _create_time(pid)
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
 def process_alive(pid: Any, start_time: Any = None) -> bool:
-    """True if `pid` is a live, non-zombie process (started at `start_time`, if given).
+    """True if `pid` is a live, non-zombie process (started at `start_time`, if given: a
+    `process_start_time`, or a wall-clock create_time recorded by an earlier version).
 
     The start time guards against pid reuse: a new process with the same pid has another one.
     """
@@ -85,8 +116,11 @@ def process_alive(pid: Any, start_time: Any = None) -> bool:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        if start_time is not None and abs(proc.create_time() - float(start_time)) > START_TIME_TOLERANCE_S:
-            return False
+        if start_time is not None:
+            recorded = float(start_time)
+            actual = proc.create_time() if recorded > WALL_CLOCK_STAMP_MIN else process_start_time(pid)
+            if actual is None or abs(actual - recorded) > START_TIME_TOLERANCE_S:
+                return False
         return True
     except psutil.NoSuchProcess:
         return False
