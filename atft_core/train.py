@@ -547,9 +547,11 @@ class Trainer:
         else:
             preds = {name: predictor(days) for name, days in parts.items() if len(days)}
         write_predictions(self.files.predictions, self.panel, parts, preds, self.cfg.data.horizons)
+        values = (evaluate(preds["test"], targets_for(self.panel, self.test_days), self.cfg.data.horizons, "test")
+                  if "test" in preds else {})
+        values.update(peak_memory(self.device))   # predicting peaks above training; the next pre-flight reads it
+        metrics.log(epoch=self.progress.epoch, step=self.progress.step, phase=-1, values=values)
         if "test" in preds:
-            values = evaluate(preds["test"], targets_for(self.panel, self.test_days), self.cfg.data.horizons, "test")
-            metrics.log(epoch=self.progress.epoch, step=self.progress.step, phase=-1, values=values)
             log.info("test (best checkpoint, epoch %d): rank_ic=%s ic=%s", self.progress.best_epoch,
                      _fmt(values.get("test/rank_ic")), _fmt(values.get("test/ic")))
 

@@ -54,6 +54,8 @@ def test_run_folder_has_everything_the_dashboard_needs(demo_dataset, tmp_path):
                  "val/pred_std", "gat/grad_norm", "gat/alpha", "lr", "epoch_seconds", "samples_per_second",
                  "val/rank_ic_5d", "test/rank_ic", "graph/built", "memory/peak_rss_gib"):
         assert name in names, name
+    final = {r["name"] for r in metric_rows(files) if r["phase"] == -1}   # the best checkpoint's predictions
+    assert {"test/rank_ic", "memory/peak_rss_gib"} <= final   # their peak counts for the memory pre-flight
     gat_norms = [r["value"] for r in metric_rows(files) if r["name"] == "gat/grad_norm"]
     assert gat_norms[0] == 0.0 and gat_norms[2] > 0.0  # GAT only trains from phase 2
     for path in (files.best_checkpoint, files.last_checkpoint):
