@@ -114,8 +114,12 @@ def test_stop_resume_and_a_killed_rank_for_the_whole_group(demo_dataset, tmp_pat
     assert not read_json(files.status).get("error"), "the group was killed instead of stopping"
 
     queue.resume_run(tmp_path, run_id)
-    wait_for(lambda: (read_json(files.status) or {}).get("epoch", 0) >= 1, 120, "a resumed epoch")
-    assert "resumed from" in files.log.read_text()
+    def resumed_group_running() -> bool:   # the first launch's status already said epoch 1: wait for the new ranks
+        status = read_json(files.status) or {}
+        return (status.get("state") == "running" and status.get("ranks", {}).get("1") not in (None, worker.pid)
+                and "resumed from" in files.log.read_text())
+
+    wait_for(resumed_group_running, 120, "the resumed group")
     status = read_json(files.status)
     assert status["state"] == "running" and runs.run_state(tmp_path, run_id).live
     os.kill(status["ranks"]["1"], signal.SIGKILL)
