@@ -136,7 +136,11 @@ def test_a_pruned_trial_ends_its_run_pruned(demo_dataset: Path, tmp_path: Path) 
     runs_dir = tmp_path / "runs"
     url = default_url(runs_dir)
     queue.set_slots(runs_dir, queue.Slots(cpu=1, threads=1))
-    spec = create_study(StudySpec(name="prune", base=tiny_base(demo_dataset), space=(parse_param("train.lr=1e-4..1e-2"),),
+    # Many epochs: the pruner decides after epoch 1, and the run must still be training when the
+    # worker sees that epoch (with two epochs, a loaded machine could finish it first: complete).
+    base = tiny_base(demo_dataset)
+    base["train"]["phase_epochs"] = [1, 40, 0, 0]
+    spec = create_study(StudySpec(name="prune", base=base, space=(parse_param("train.lr=1e-4..1e-2"),),
                                   n_trials=1, pruner="percentile", pruner_percentile=50.0, pruner_startup_trials=1,
                                   pruner_warmup_epochs=0), url, runs_dir)
     # An earlier trial that no real one can beat: RankIC 1.0 at every epoch.
@@ -144,11 +148,12 @@ def test_a_pruned_trial_ends_its_run_pruned(demo_dataset: Path, tmp_path: Path) 
     lr = optuna.distributions.FloatDistribution(1e-4, 1e-2)
     study.add_trial(optuna.trial.create_trial(params={"train.lr": 1e-3}, distributions={"train.lr": lr}, value=1.0,
                                               intermediate_values={1: 1.0, 2: 1.0}))
-    report = Worker("prune", url, runs_dir, say=lambda _: None).run()
+    report = Worker("prune", url, runs_dir, poll_seconds=0.2, say=lambda _: None).run()
     [(number, outcome, run_id)] = report.trials
     assert (number, outcome) == (0, "pruned") and spec.pruner == "percentile"
     summary = runs.run_state(runs_dir, run_id)
-    assert summary.status == "pruned" and summary.epoch == 1
+    # Stopped soon after the decision (the worker may see epoch 1 late on a busy machine).
+    assert summary.status == "pruned" and 1 <= summary.epoch < 41
     assert summary.reason.startswith("pruned by sweep prune after epoch 1: best val/rank_ic_1d so far ")
     view = read_study("prune", url)
     assert [t.state for t in view.trials] == ["pruned", "complete"] and view.trials[0].reason == summary.reason
