@@ -18,7 +18,7 @@ import pytest
 from atft_core.runs.launch import stop_run
 
 from scripts.screenshots import (CHROMIUM, REPO, RUN_TIMEOUT_S, TINY, fill, fill_tiny, free_port, launch_browser,
-                                 launch_tiny, make_demo_data, settle, start_server, stop_server)
+                                 launch_tiny, make_demo_data, settle, start_server, stop_server, wait_finished)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
@@ -69,6 +69,7 @@ def test_launch_follow_and_compare_in_a_real_browser(server):
         launched = [p.name for p in runs.iterdir() if not p.name.startswith(".") and p.name != other_id]
         assert len(launched) == 1  # one click, one run
 
+        wait_finished(runs, [other_id])   # started first, but a busy machine may still be training it
         page.goto(f"{url}/compare")
         page.get_by_role("heading", name="Compare runs").wait_for(timeout=30_000)
         page.get_by_text("model.hidden_size", exact=True).wait_for(timeout=30_000)  # the diff table
