@@ -14,6 +14,7 @@ from ui import form, live, state, sweep_view, views
 
 REFRESH_SECONDS = 2
 WATCH, NEW = "Watch a study", "New study"
+FRESH_VIEW_KEY = "_sweep_fresh_view"
 
 st.title("Sweep")
 runs_dir = state.runs_dir()
@@ -79,7 +80,11 @@ if first is None:
 
 @st.fragment(run_every=None if first.finished else REFRESH_SECONDS)
 def watch() -> None:
-    view, problem = sweep_view.read(name, url)
+    # A whole-page run has just read the study (`first`, handed over below); only the fragment's
+    # own timed reruns read it again.
+    view, problem = st.session_state.pop(FRESH_VIEW_KEY, None), None
+    if view is None:
+        view, problem = sweep_view.read(name, url)
     if view is None:
         st.error(problem)
         return
@@ -99,4 +104,5 @@ def watch() -> None:
     sweep_view.charts(view, live.importances(view, url))
 
 
+st.session_state[FRESH_VIEW_KEY] = first
 watch()

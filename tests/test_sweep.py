@@ -186,3 +186,18 @@ def test_cli_spec_from_arguments(demo_dataset: Path, tmp_path: Path) -> None:
     made = cli.spec_from_args(args, extra)
     assert made.base["train"]["lr"] == "0.01" and [p.name for p in made.space] == ["train.weight_decay", "model.hidden_size"]
     assert (made.n_trials, made.pruner) == (7, "none")
+
+
+def test_a_studies_file_deleted_and_made_again_is_read_afresh(demo_dataset: Path, tmp_path: Path) -> None:
+    """Storages are shared within a process; a SQLite file removed and created again (a user
+    starting over) must not be read through a connection to the old file."""
+    from atft_core.sweep.storage import open_storage, sqlite_path
+    from atft_core.sweep.trials import study_names
+
+    url = default_url(tmp_path)
+    create_study(spec(demo_dataset, n_trials=1), url, tmp_path)
+    assert study_names(url) == ["hp"] and open_storage(url) is open_storage(url)
+    sqlite_path(url).unlink()
+    assert study_names(url) == []
+    create_study(spec(demo_dataset, name="again", n_trials=1), url, tmp_path)
+    assert study_names(url) == ["again"] and [t.state for t in read_study("again", url).trials] == ["waiting"]

@@ -75,6 +75,31 @@ def finished_study(data: Path, runs: Path, n: int = 6) -> list[str]:
     return ids
 
 
+def test_a_draw_reads_the_study_once_and_the_names_without_trials(dirs, monkeypatch) -> None:
+    """The page's cost grows with the trials read: one read of the study per draw (the fragment
+    takes the whole-page read), the study names without any trial, importances from one read."""
+    from atft_core.sweep import trials as sweep_trials
+    from optuna.storages import RDBStorage
+
+    data, runs = dirs
+    finished_study(data, runs)
+    at = page()
+    no_exceptions(at)
+    reads, trial_reads, read_study_before = [], [], sweep_trials.read_study
+    trials_before = RDBStorage._get_trials   # where every read of trials ends, through Optuna's cache or not
+    monkeypatch.setattr(sweep_trials, "read_study", lambda *a: reads.append(a) or read_study_before(*a))
+    monkeypatch.setattr(RDBStorage, "_get_trials", lambda self, *a, **k: trial_reads.append(a) or
+                        trials_before(self, *a, **k))
+    at.run()
+    no_exceptions(at)
+    assert len(reads) == 1 and len(at.get("vega_lite_chart")) == 3
+    assert len(trial_reads) == 1, "only read_study reads trials (importances are cached until a trial completes)"
+    trial_reads.clear()
+    shares = sweep_trials.importances("hp", default_url(runs))
+    assert len(trial_reads) == 1 and set(shares) == {"train.lr", "model.hidden_size"}
+    assert shares["train.lr"] > shares["model.hidden_size"]   # the value depends on the learning rate only
+
+
 def test_watching_a_finished_study(dirs) -> None:
     data, runs = dirs
     ids = finished_study(data, runs)

@@ -3,7 +3,7 @@
     default_url(runs_dir) -> "sqlite:////abs/runs/.sweeps/studies.db"
     normalise_url(url) -> str          # postgresql://... -> postgresql+psycopg://... (psycopg 3)
     redact(text, url) -> str           # the URL's password (and any copy of it) as ***
-    open_storage(url, spec=None) -> optuna.storages.RDBStorage
+    open_storage(url, spec=None) -> optuna.storages.RDBStorage   # one per URL and process without spec
 
 Both are Optuna's RDBStorage, chosen over its JournalStorage file because only RDBStorage keeps
 trial heartbeats: a worker killed with ``kill -9`` leaves a running trial whose heartbeat stops,
@@ -19,6 +19,7 @@ leaves this module is `redact`ed. Better still, leave it out of the URL and let 
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from pathlib import Path
@@ -37,6 +38,8 @@ SWEEP_DIR = ".sweeps"
 STUDIES_FILE = "studies.db"
 SQLITE_TIMEOUT_SECONDS = 60
 """How long a SQLite writer waits for another process's lock before it gives up."""
+SHARED_STORAGES = 8
+"""Storages (URLs) a process keeps open for reading and writing without heartbeats."""
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2", "postgresql+psycopg3")
 
 
@@ -121,16 +124,34 @@ def storage_exists(url: str) -> bool:
 def open_storage(url: str, spec: "StudySpec | None" = None) -> "RDBStorage":
     """Optuna's RDBStorage at `url`; with `spec`, heartbeats every ``spec.heartbeat_seconds``, a
     running trial without one for ``spec.grace_seconds`` failed, and retried ``spec.max_retries``
-    times. SweepError (password-free) when the database cannot be reached."""
-    import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    times. SweepError (password-free) when the database cannot be reached.
 
+    Without `spec` the storage is shared within the process (one per URL): opening one builds an
+    engine and checks the schema version, which the Sweep page would otherwise pay on every read
+    of every draw. RDBStorage is safe to share between threads (SQLAlchemy's pool)."""
     normalised = normalise_url(url)
     path = sqlite_path(normalised)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine: dict[str, Any] = ({"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if path is not None
-                              else {"pool_pre_ping": True})
+    if spec is not None or (path is not None and not path.is_file()):
+        return _new_storage(normalised, url, spec)
+    # A SQLite file is known by its inode too: one deleted and made again is another database,
+    # which a pooled connection to the old (unlinked) file would never see.
+    identity = None if path is None else (path.stat().st_dev, path.stat().st_ino)
+    return _shared_storage(normalised, url, identity)
+
+
+@functools.lru_cache(maxsize=SHARED_STORAGES)
+def _shared_storage(normalised: str, url: str, identity: tuple[int, int] | None) -> "RDBStorage":
+    return _new_storage(normalised, url, None)   # a failure raises, and lru_cache keeps nothing
+
+
+def _new_storage(normalised: str, url: str, spec: "StudySpec | None") -> "RDBStorage":
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    engine: dict[str, Any] = ({"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}}
+                              if sqlite_path(normalised) is not None else {"pool_pre_ping": True})
     optuna.logging.set_verbosity(logging.WARNING)
     try:
         with warnings.catch_warnings():   # heartbeats and their retry callback are "experimental" since Optuna 2.8

@@ -60,9 +60,7 @@ def create_study(spec: StudySpec, url: str, runs_dir: Path | str, probes: Any = 
 
 
 def _names(url: str) -> set[str]:
-    import optuna
-
-    return {s.study_name for s in optuna.get_all_study_summaries(open_storage(url), include_best_trial=False)}
+    return {s.study_name for s in open_storage(url).get_all_studies()}
 
 
 def request_stop(name: str, url: str, reason: str = "") -> None:

@@ -142,7 +142,7 @@ def load(name: str, url: str, spec: StudySpec | None = None) -> "optuna.Study":
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        known = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+        known = ", ".join(s.study_name for s in storage.get_all_studies())
         raise SweepError(f"no study {name!r} in {shown_url(url)} (studies: {known or 'none'})") from None
 
 
@@ -190,12 +190,10 @@ def _seconds(when: dt.datetime | None) -> float | None:
 def study_names(url: str) -> list[str]:
     """The names of the studies made by this module in the storage (none when a SQLite file does
     not exist yet), without reading their trials."""
-    import optuna
-
     if not storage_exists(url):
         return []
-    summaries = optuna.get_all_study_summaries(open_storage(url), include_best_trial=False)
-    return [s.study_name for s in summaries if SPEC_ATTR in s.user_attrs]
+    # get_all_studies, not optuna.get_all_study_summaries: the summaries read every trial of every study.
+    return [s.study_name for s in open_storage(url).get_all_studies() if SPEC_ATTR in s.user_attrs]
 
 
 def list_studies(url: str) -> list[StudyBrief]:
@@ -204,12 +202,9 @@ def list_studies(url: str) -> list[StudyBrief]:
 
     if not storage_exists(url):
         return []
-    storage = open_storage(url)
     out = []
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        if SPEC_ATTR not in summary.user_attrs:
-            continue
-        view = read_study(summary.study_name, url)
+    for name in study_names(url):
+        view = read_study(name, url)
         best = view.best
         out.append(StudyBrief(view.name, view.spec.n_trials, view.slots_done, view.counts["running"],
                               best.value if best else None, view.spec.metric, view.stop_requested is not None))
@@ -227,8 +222,11 @@ def importances(name: str, url: str) -> dict[str, float] | None:
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
         return None
+    # The evaluator reads the trials several times: read once, evaluate a copy in memory.
+    in_memory = optuna.create_study(directions=study.directions)
+    in_memory.add_trials(done)
     try:
-        found = optuna.importance.get_param_importances(study)
+        found = optuna.importance.get_param_importances(in_memory)
     except (RuntimeError, ValueError):   # e.g. every trial has the same settings
         return None
     return {k: float(v) for k, v in found.items()} or None
