@@ -133,12 +133,17 @@ def open_storage(url: str, spec: "StudySpec | None" = None) -> "RDBStorage":
     path = sqlite_path(normalised)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    if spec is not None or (path is not None and not path.is_file()):
+    if spec is not None:
         return _new_storage(normalised, url, spec)
+    if path is None:
+        return _shared_storage(normalised, url, None)
+    try:
+        file = path.stat()
+    except FileNotFoundError:   # not made yet: RDBStorage makes it, and the next call shares that one
+        return _new_storage(normalised, url, None)
     # A SQLite file is known by its inode too: one deleted and made again is another database,
     # which a pooled connection to the old (unlinked) file would never see.
-    identity = None if path is None else (path.stat().st_dev, path.stat().st_ino)
-    return _shared_storage(normalised, url, identity)
+    return _shared_storage(normalised, url, (file.st_dev, file.st_ino))
 
 
 @functools.lru_cache(maxsize=SHARED_STORAGES)

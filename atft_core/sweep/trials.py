@@ -198,10 +198,6 @@ def study_names(url: str) -> list[str]:
 
 def list_studies(url: str) -> list[StudyBrief]:
     """Every study in the storage made by this module (none when a SQLite file does not exist yet)."""
-    import optuna
-
-    if not storage_exists(url):
-        return []
     out = []
     for name in study_names(url):
         view = read_study(name, url)
