@@ -30,8 +30,9 @@ keep_dispatching(state.runs_dir())   # queued runs go on after their dispatcher 
 
 # The pages live in app_pages/, not pages/: with a pages/ folder Streamlit 1.67 serves a fresh
 # server's first deep link (/run?run=...) in its legacy mode, without running this script.
+new_run = st.Page("app_pages/new_run.py", title="New run", icon=":material/rocket_launch:", default=True)
 page = st.navigation([
-    st.Page("app_pages/new_run.py", title="New run", icon=":material/rocket_launch:", default=True),
+    new_run,
     st.Page("app_pages/run.py", title="Run", icon=":material/monitoring:"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("app_pages/sweep.py", title="Sweep", icon=":material/tune:"),
@@ -39,6 +40,6 @@ page = st.navigation([
     st.Page("app_pages/data.py", title="Data", icon=":material/database:"),
     st.Page("app_pages/system.py", title="System", icon=":material/memory:"),
 ])
-with st.sidebar:
-    sidebar.running_runs()
+with st.sidebar:   # New run switches to Run after Launch: no refresh of its own may be on its way then
+    sidebar.running_runs(refresh=page.url_path != new_run.url_path)
 page.run()

@@ -6,12 +6,17 @@ import streamlit as st
 from atft_core.runs.queue import launch_run
 from atft_core.runs.seeds import MAX_SEEDS, launch_seeds
 from atft_core.system import preflight, verdict
-from ui import form, state, views
+from ui import form, run_manage, state, views
 
 st.title("New run")
 datasets = form.dataset_paths(state.data_dir())
-if source := st.session_state.pop("prefilled_from", None):
-    st.info(f"The form holds the settings of run {source}: change what you want and launch.")
+if source := st.query_params.get(run_manage.FROM_PARAM):   # "New run from this one" on the Run page
+    del st.query_params[run_manage.FROM_PARAM]   # once: the form keeps the user's edits on every rerun
+    said, problem = run_manage.prefill_from(state.runs_dir(), state.data_dir(), source)
+    if problem:
+        st.error(problem)
+    else:
+        st.info(said)
 with st.expander("Datasets in the data folder", expanded=True):
     views.datasets_table(datasets)
 

@@ -27,7 +27,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SERVER_START_S = 30
-RUN_TIMEOUT_S = 300   # two tiny runs beside another test process on 2 cores took over 120 s on CI
+RUN_TIMEOUT_S = 300   # generous: a tiny run beside other test processes on 2 cores takes 20-60 s
 VIEWPORT = {"width": 1280, "height": 900}
 TALL_VIEWPORT = {"width": 1280, "height": 1900}
 DEMO = {"n_stocks": 40, "n_days": 260, "seed": 0}
@@ -128,7 +128,28 @@ def wait_finished(runs: Path, run_ids: list[str], timeout: float = RUN_TIMEOUT_S
         if all(not run_state(runs, r).live for r in run_ids):
             return
         time.sleep(1.0)
-    raise TimeoutError(f"runs {run_ids} still live after {timeout} s")
+    raise TimeoutError(f"runs {run_ids} still live after {timeout} s:\n{describe_runs(runs)}")
+
+
+def describe_runs(runs: Path, log_lines: int = 15) -> str:
+    """What a waiting test saw of `runs`: each run's state and reason, the tail of its train.log,
+    the queue's jobs and the dispatcher's log (a timeout then says why, not only that)."""
+    from atft_core.runs import list_runs
+    from atft_core.runs.jobs import QUEUE_DIR
+
+    def tail(path: Path) -> str:
+        lines = path.read_text(errors="replace").splitlines()[-log_lines:] if path.is_file() else ["(no file)"]
+        return "\n".join("    " + line for line in lines)
+
+    parts = []
+    for run in list_runs(runs, compact=False):
+        parts.append(f"run {run.id} ({run.name}): {run.status} {run.phase_name!r} {run.reason!r}")
+        parts.append(tail(runs / run.id / "train.log"))
+    for queue in sorted((runs / QUEUE_DIR).glob("*")):
+        for job in sorted(queue.glob("*/*.json")):
+            parts.append(f"job {job.relative_to(queue)}: {job.read_text()[:400]}")
+        parts.append(f"dispatcher.log of {queue.name}:\n{tail(queue / 'dispatcher.log')}")
+    return "\n".join(parts)
 
 
 def demo_sweep(dataset: Path, runs: Path) -> None:

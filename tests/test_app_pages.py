@@ -375,12 +375,23 @@ def test_run_page_manages_the_run(dirs):
     assert (info["name"], info["tags"], info["note"]) == ("renamed", ["keep", "new"], "lr too high?")
     assert any("Saved the name, tags and note" in s for s in texts(at, "success"))
     assert at.selectbox[0].options == ["renamed · completed · run-a"]
-    next(b for b in at.button if b.label == "New run from this one").click().run()
+    # "New run from this one" is a link to New run?from=run-a (AppTest follows no link: open it)
+    assert "from=run-a" in str(next(e for e in at.get("page_link") if e.proto.label == "New run from this one").proto)
+    at.query_params["from"] = "run-a"
+    at = open_page(at, "new_run")
     no_exceptions(at)
     assert texts(at, "title") == ["New run"]
     assert any("settings of run run-a" in i for i in texts(at, "info"))
+    assert "from" not in at.query_params       # read once: a rerun keeps what the user changes
     assert widget(at, "number_input", "cfg.model.hidden_size").value == 24
     assert (at.text_input(key="run_name").value, at.text_input(key="run_tags").value) == ("renamed", "keep, new")
+    widget(at, "number_input", "cfg.model.hidden_size").set_value(32).run()
+    assert widget(at, "number_input", "cfg.model.hidden_size").value == 32
+    for wanted, said in (("no-such-run", "no run 'no-such-run'"), ("../etc", "may contain only")):
+        at.query_params["from"] = wanted
+        at = open_page(at, "new_run")
+        no_exceptions(at)
+        assert any(said in e for e in texts(at, "error")), texts(at, "error")
     at = open_page(at, "run")
     assert next(b for b in at.button if b.label == "Delete run").disabled     # not before the confirmation
     next(c for c in at.checkbox if c.label.startswith("Delete run-a")).check().run()

@@ -17,8 +17,9 @@ import pytest
 
 from atft_core.runs.launch import stop_run
 
-from scripts.screenshots import (CHROMIUM, REPO, RUN_TIMEOUT_S, TINY, fill, fill_tiny, free_port, launch_browser,
-                                 launch_tiny, make_demo_data, settle, start_server, stop_server, wait_finished)
+from scripts.screenshots import (CHROMIUM, REPO, RUN_TIMEOUT_S, TINY, describe_runs, fill, fill_tiny, free_port,
+                                 launch_browser, launch_tiny, make_demo_data, settle, start_server, stop_server,
+                                 wait_finished)
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
@@ -46,6 +47,8 @@ def test_launch_follow_and_compare_in_a_real_browser(server):
         outside: list[str] = []   # the app must work offline: every request goes to this server
         page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(url) and
                 not r.url.startswith(("data:", "blob:")) else None)
+        errors: list[str] = []   # a blank page (Streamlit's frontend failed) says why here
+        page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url)
         page.get_by_role("heading", name="New run").wait_for(timeout=30_000)
         fill(page, "Run name", "browser")
@@ -58,7 +61,8 @@ def test_launch_follow_and_compare_in_a_real_browser(server):
         page.get_by_role("button", name="Launch").click()
         page.get_by_role("heading", name="Run", exact=True).wait_for(timeout=30_000)
         assert "run=" in page.url
-        page.get_by_text("completed").first.wait_for(timeout=RUN_TIMEOUT_S * 1000)
+        status = page.locator('[data-testid="stMetric"]').filter(has_text="Status")
+        wait_for(status.get_by_text("completed", exact=True), "Status completed", page, runs, tmp, errors)
         caption = page.get_by_text("val/rank_ic logged for").first
         caption.wait_for(timeout=10_000)
         epochs = int(caption.inner_text().split("logged for ")[1].split(" ")[0])
@@ -74,9 +78,10 @@ def test_launch_follow_and_compare_in_a_real_browser(server):
         page.get_by_role("heading", name="Compare runs").wait_for(timeout=30_000)
         page.get_by_text("model.hidden_size", exact=True).wait_for(timeout=30_000)  # the diff table
         settle(page)
-        body = page.locator("body").inner_text()
-        assert "Settings that differ" in body and "model.hidden_size" in body
-        assert "browser · completed" in body and "other · completed" in body  # both finished runs chosen
+        assert "Settings that differ" in page.locator("body").inner_text()
+        chosen = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Runs (finished ones are chosen first)")
+        for label in ("browser · completed", "other · completed"):   # both finished runs are chosen
+            chosen.get_by_text(label).first.wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
         for path, heading in (("predict", "Predict"), ("system", "System"), ("data", "Data")):
@@ -88,7 +93,23 @@ def test_launch_follow_and_compare_in_a_real_browser(server):
         page.get_by_text("quotes.csv").first.wait_for(timeout=10_000)
         settle(page)
         assert outside == [], f"requests off {url}: {outside}"
+        assert errors == [], errors
         browser.close()
+
+
+def wait_for(locator, what: str, page, runs: Path, tmp: Path, errors: list[str],
+             timeout_s: float = RUN_TIMEOUT_S) -> None:
+    """Wait for `locator` to show; a timeout says what the page, the runs, the queue and the
+    server showed (a run that never ends on CI is otherwise a bare "Timeout exceeded")."""
+    try:
+        locator.wait_for(timeout=timeout_s * 1000)
+    except sync_api.TimeoutError:
+        page.screenshot(path=str(tmp / "timed_out.png"), full_page=True)
+        server_log = (tmp / "server.log").read_text(errors="replace")[-3000:]
+        raise AssertionError(f"no {what} on {page.url} after {timeout_s} s (screenshot {tmp / 'timed_out.png'}).\n"
+                             f"The page says: {page.locator('body').inner_text(timeout=5_000)[:1500]}\n"
+                             f"Errors in the page: {errors}\n"
+                             f"{describe_runs(runs)}\nserver.log ends:\n{server_log}") from None
 
 
 def launch_with_cli(dataset: Path, runs: Path, tmp: Path, name: str, epochs: list[int]) -> str:

@@ -11,11 +11,13 @@ from atft_core import runs
 from atft_core.config import ConfigError
 from atft_core.runs import ENSEMBLE_KIND, launch
 from atft_core.paths import UnsafePathError
-from atft_core.run_files import RunFiles, read_json
+from atft_core.run_files import read_json
 
 from . import form, state
 from .logic import tag_changes
 
+FROM_PARAM = "from"
+"""New run's query parameter naming the run whose settings fill the form (?from=<run id>)."""
 FLASH = "run_flash"
 """Session-state key of the message shown once after an action on the Run page."""
 
@@ -59,25 +61,40 @@ def _save_labels(runs_dir: Path, summary: runs.RunSummary, name: str, tags: str,
 
 
 def _new_run_from(runs_dir: Path, summary: runs.RunSummary) -> None:
-    """Open New run with the run's requested settings, name and tags in the form."""
+    """A link to New run with the run's settings in the form (`prefill_from`, read there).
+
+    A link, not a button that switches pages from the server: `st.switch_page` while this page's
+    live fragment has an auto-refresh on its way lets Streamlit 1.67 run that stale refresh with
+    this page's id after the switch, and the browser goes blank ("Bad delta path index").
+    """
     if summary.model_kind == ENSEMBLE_KIND:
         st.caption("An ensemble has no settings of its own to start a new run from.")
         return
-    if not st.button("New run from this one", help="Open New run with this run's settings in the form"):
-        return
-    files = RunFiles(Path(runs_dir) / summary.id)
+    st.page_link(state.NEW_RUN_PAGE, label="New run from this one", query_params={FROM_PARAM: summary.id},
+                 icon=":material/content_copy:", help="Open New run with this run's settings in the form")
+
+
+def prefill_from(runs_dir: Path, data_dir: Path, run_id: str) -> tuple[str, str]:
+    """Load run `run_id`'s requested settings, name and tags into the New run form; returns
+    (what the page says about it, an error instead). Seed-group tags are left out."""
+    try:
+        files = runs.run_folder(runs_dir, run_id)
+    except (runs.RunError, UnsafePathError) as exc:
+        return "", f"Cannot start from run {run_id!r}: {exc}"
+    summary = runs.run_state(runs_dir, run_id)
+    if summary.model_kind == ENSEMBLE_KIND:
+        return "", f"Run {run_id} is an ensemble: it has no settings of its own to start a new run from."
     saved, info = read_json(files.config) or {}, read_json(files.run_info) or {}
     requested = saved.get("requested") or info.get("requested") or saved.get("config") or {}
     try:
         form.prefill(requested, name=summary.name, tags=[t for t in summary.tags if not t.startswith("seeds-")])
     except ConfigError as exc:
-        st.error(f"This run's settings are not a valid config today: {exc}")
-        return
+        return "", f"The settings of run {run_id} are not a valid config today: {exc}"
     dataset = Path(str((requested.get("data") or {}).get("path", ""))).name
-    missing = dataset and dataset not in {Path(p).name for p in form.dataset_paths(state.data_dir())}
-    st.session_state["prefilled_from"] = summary.id + (
-        f" (its dataset {dataset} is not in the data folder: choose one)" if missing else "")
-    st.switch_page(state.NEW_RUN_PAGE)
+    missing = dataset and dataset not in {Path(p).name for p in form.dataset_paths(data_dir)}
+    return (f"The form holds the settings of run {run_id}"
+            + (f" (its dataset {dataset} is not in the data folder: choose one)" if missing else "")
+            + ": change what you want and launch."), ""
 
 
 def _delete(runs_dir: Path, summary: runs.RunSummary) -> None:

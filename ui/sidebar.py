@@ -5,16 +5,32 @@ from __future__ import annotations
 
 import streamlit as st
 
+from atft_core.runs.queue import keep_dispatching
+
 from . import live, state
 from .logic import format_seconds
 
 REFRESH_SECONDS = 2
 
 
+def running_runs(refresh: bool = True) -> None:
+    """One line and a link per live run: the running ones, then the queued ones with why they
+    wait; every REFRESH_SECONDS when `refresh`, else drawn once per page run.
+
+    A page that switches pages from the server (`st.switch_page`: New run, after Launch) must
+    pass refresh=False: Streamlit 1.67 runs a refresh that was on its way during the switch with
+    the old page's id, and the browser goes blank ("Bad delta path index").
+    """
+    (_refreshing if refresh else _runs)()
+
+
 @st.fragment(run_every=REFRESH_SECONDS)
-def running_runs() -> None:
-    """Refreshes itself; one line and a link per live run: the running ones, then the queued ones
-    with why they wait."""
+def _refreshing() -> None:
+    keep_dispatching(state.runs_dir())   # a killed dispatcher comes back while a page is only watched
+    _runs()
+
+
+def _runs() -> None:
     active = live.running_runs(state.runs_dir())
     running = [r for r in active if r.status == "running"]
     queued = [r for r in active if r.status == "queued"]
