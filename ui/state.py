@@ -41,7 +41,11 @@ def selected_run() -> str | None:
 
 
 def open_run(run_id: str) -> None:
-    """Go to the Run page of `run_id` (not callable from inside a widget callback)."""
+    """Go to the Run page of `run_id` (not callable from inside a widget callback).
+
+    Only from a page with no self-refreshing fragment (New run): Streamlit 1.67 runs a refresh
+    queued during the switch with the old page's id and the browser goes blank (see
+    docs/architecture.md). Elsewhere link with `st.page_link(..., query_params=...)`."""
     st.session_state["selected_run"] = run_id
     st.switch_page(RUN_PAGE, query_params={"run": run_id})
 
